@@ -1,0 +1,17 @@
+"""mlops_assets: the ML lifecycle as Dagster software-defined assets."""
+
+__version__ = "0.1.0"
+
+from mlops_assets.definitions import build_mlops_defs  # noqa: E402
+from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier  # noqa: E402
+from mlops_assets.spec import PipelineSpec, SpecError  # noqa: E402
+
+__all__ = [
+    "ArtifactStore",
+    "MLflowRegistry",
+    "Notifier",
+    "PipelineSpec",
+    "SpecError",
+    "__version__",
+    "build_mlops_defs",
+]

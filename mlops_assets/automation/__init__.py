@@ -1,0 +1,1 @@
+"""Jobs, sensors and schedules that run the lifecycle without a human."""

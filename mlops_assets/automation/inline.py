@@ -1,0 +1,99 @@
+"""Run sensor and schedule ticks in this process, the way the daemon would.
+
+Used by the headless demo and by tests that need the automation's decisions to
+actually execute. It evaluates a tick, registers requested partitions, skips run keys
+the sensor already launched (as the daemon does), and executes each run in-process on
+the given instance. Production uses the real `dagster-daemon`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+
+@dataclass
+class TickOutcome:
+    name: str
+    skip_reason: str | None = None
+    launched: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+    deduplicated: list[str] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.launched]
+
+
+class InlineAutomation:
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
+        self.defs = defs
+        self.instance = instance
+        self.cursors: dict[str, str | None] = {}
+
+    def tick_sensor(self, name: str) -> TickOutcome:
+        sensor = self.defs.get_sensor_def(name)
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name
+        )
+        # Called directly (not evaluate_tick) so the requested dynamic partitions are
+        # added before run requests are validated against them, as the daemon does.
+        result = sensor(context)
+        if isinstance(result, dg.SkipReason):
+            result = dg.SensorResult(skip_reason=result)
+        elif not isinstance(result, dg.SensorResult):
+            result = dg.SensorResult(run_requests=list(result or []))
+        if result.cursor is not None:
+            self.cursors[name] = result.cursor
+        elif context.cursor is not None:
+            self.cursors[name] = context.cursor
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        skip = result.skip_reason.skip_message if result.skip_reason else None
+        outcome = TickOutcome(name, skip_reason=skip)
+        default_job = sensor.job_name if sensor.has_jobs and len(sensor.jobs) == 1 else None
+        for request in result.run_requests or []:
+            tags = dict(request.tags or {})
+            if request.run_key:
+                if self._already_launched(name, request.run_key):
+                    outcome.deduplicated.append(request.run_key)
+                    continue
+                tags.update({RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: name})
+            outcome.launched.append(self._execute(request.job_name or default_job, request, tags))
+        return outcome
+
+    def tick_schedule(self, name: str, at: dt.datetime | None = None) -> TickOutcome:
+        schedule = self.defs.get_schedule_def(name)
+        context = dg.build_schedule_context(
+            instance=self.instance, scheduled_execution_time=at or dt.datetime.now(dt.timezone.utc)
+        )
+        result = schedule(context)
+        if isinstance(result, dg.SkipReason):
+            return TickOutcome(name, skip_reason=result.skip_message)
+        requests = [result] if isinstance(result, dg.RunRequest) else list(result or [])
+        outcome = TickOutcome(name)
+        for request in requests:
+            tags = dict(request.tags or {})
+            if request.run_key:
+                tags[RUN_KEY_TAG] = request.run_key
+            outcome.launched.append(self._execute(schedule.job_name, request, tags))
+        return outcome
+
+    def _already_launched(self, sensor_name: str, run_key: str) -> bool:
+        runs = self.instance.get_runs(
+            filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_name}), limit=1
+        )
+        return bool(runs)
+
+    def _execute(self, job_name: str, request: dg.RunRequest, tags: dict) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(job_name)
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=request.partition_key,
+            tags=tags,
+            asset_selection=list(request.asset_selection) if request.asset_selection else None,
+            raise_on_error=False,
+        )

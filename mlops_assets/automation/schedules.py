@@ -1,0 +1,58 @@
+"""Schedules: batch inference on the spec's cron, partition-aware."""
+
+
+import dagster as dg
+
+from mlops_assets.automation.jobs import PipelineJobs
+from mlops_assets.stages.common import Names
+
+MAX_PARTITIONS_PER_TICK = 50
+
+
+def partitions_needing_scores(instance: dg.DagsterInstance, names: Names) -> tuple[str | None, list[str]]:
+    """Accepted partitions whose latest predictions are missing or from an older champion."""
+    latest_reg = instance.get_latest_materialization_event(names.key("registered_model"))
+    if latest_reg is None or latest_reg.asset_materialization is None:
+        return None, []
+    champion = str(latest_reg.asset_materialization.metadata["model_version"].value)
+    todo: list[str] = []
+    for partition in instance.get_dynamic_partitions(names.partitions):
+        feats = _latest(instance, names.key("validated_features"), partition)
+        if feats is None or feats.metadata.get("status", dg.TextMetadataValue("")).value != "accepted":
+            continue
+        preds = _latest(instance, names.key("batch_predictions"), partition)
+        if preds is None or str(preds.metadata["model_version"].value) != champion:
+            todo.append(partition)
+    return champion, todo
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    )
+    return found.records[0].asset_materialization if found.records else None
+
+
+def build_batch_inference_schedule(names: Names, jobs: PipelineJobs) -> dg.ScheduleDefinition:
+    spec = names.spec
+
+    @dg.schedule(
+        name=names.schedule("batch_inference"),
+        job=jobs.batch_inference,
+        cron_schedule=spec.automation.batch_inference_cron,
+        execution_timezone=spec.automation.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Score every accepted partition not yet scored by the current champion.",
+    )
+    def batch_inference_schedule(context: dg.ScheduleEvaluationContext):
+        champion, todo = partitions_needing_scores(context.instance, names)
+        if champion is None:
+            return dg.SkipReason("no champion model yet")
+        if not todo:
+            return dg.SkipReason(f"every accepted partition is scored by champion v{champion}")
+        return [
+            dg.RunRequest(run_key=f"{p}:v{champion}", partition_key=p, tags={"mlops/champion": champion})
+            for p in sorted(todo)[:MAX_PARTITIONS_PER_TICK]
+        ]
+
+    return batch_inference_schedule

@@ -1,0 +1,106 @@
+"""Evaluate a candidate bundle on its holdout, against the champion, and apply the gate.
+
+Everything is measured on the artifact that would be served: the ONNX model from the
+registry, in a fresh onnxruntime session, compared with the stored native model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+from mlops_assets.core.bundle import ModelBundle
+from mlops_assets.core.features import encode_target
+from mlops_assets.core.gate import GateDecision, evaluate_gate
+from mlops_assets.core.metrics import FairnessReport, compute_metrics, slice_metrics
+from mlops_assets.spec import PipelineSpec
+
+
+@dataclass
+class EvaluationResult:
+    n_holdout: int
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    fairness: FairnessReport | None
+    latency: dict[str, float] | None
+    parity_max_abs_diff: float
+    smoke_test_error: str | None
+    decision: GateDecision
+
+    def to_dict(self) -> dict:
+        return {
+            "n_holdout": self.n_holdout, "metrics": self.metrics,
+            "champion_version": self.champion_version, "champion_metrics": self.champion_metrics,
+            "fairness": asdict(self.fairness) if self.fairness else None, "latency": self.latency,
+            "parity_max_abs_diff": self.parity_max_abs_diff, "smoke_test_error": self.smoke_test_error,
+            "gate": self.decision.to_dict(),
+        }
+
+
+def evaluate_candidate(
+    spec: PipelineSpec,
+    bundle: ModelBundle,
+    holdout: pl.DataFrame,
+    champion: ModelBundle | None = None,
+    champion_version: str | None = None,
+    latency_iters: int = 200,
+) -> EvaluationResult:
+    from mlops_assets.core.scoring import OnnxValidationError, check_parity, measure_latency, smoke_test
+    from mlops_assets.core.trainers import native_predict
+
+    X = bundle.encoder.transform(holdout)
+    y = encode_target(holdout[spec.target], spec, bundle.classes or None)
+    threshold = bundle.meta.get("threshold", spec.model.decision_threshold)
+    native = native_predict(bundle.meta["trainer"], bundle.native_bytes, X)
+
+    smoke_error: str | None = None
+    latency = None
+    try:
+        smoke_test(bundle.onnx_bytes, X.shape[1])
+        onnx_scores = bundle.scorer.predict(X)
+        parity = check_parity(native, onnx_scores, spec.gate.onnx_parity_tolerance).max_abs_diff
+        lat = measure_latency(bundle.scorer, X, single_row_iters=latency_iters, batch_rows=min(len(X), 10_000))
+        latency = {"single_row_p50_ms": lat.single_row_p50_ms, "single_row_p99_ms": lat.single_row_p99_ms,
+                   "batch_rows_per_s": lat.batch_rows_per_s}
+        scores = onnx_scores
+    except (OnnxValidationError, ValueError) as exc:
+        smoke_error = f"ONNX infra-validation failed: {exc}"
+        parity = float("inf")
+        scores = native  # still report quality, but the gate cannot pass
+
+    metrics = compute_metrics(spec.task, y, scores, threshold)
+    champion_metrics = None
+    if champion is not None:
+        champion_scores = champion.score(holdout)
+        champion_metrics = compute_metrics(
+            spec.task, y, champion_scores, champion.meta.get("threshold", threshold)
+        )
+
+    fairness = None
+    if spec.group_column:
+        fairness = slice_metrics(
+            spec.task, y, scores, holdout[spec.group_column].cast(pl.String).to_numpy(),
+            spec.main_metric, threshold,
+        )
+    decision = evaluate_gate(
+        spec.gate,
+        main_metric=spec.main_metric,
+        challenger=metrics,
+        champion=champion_metrics,
+        parity_max_abs_diff=parity,
+        smoke_test_error=smoke_error,
+        fairness_gap=fairness.main_metric_gap if fairness else None,
+        p99_latency_ms=latency["single_row_p99_ms"] if latency else None,
+    )
+    return EvaluationResult(
+        n_holdout=holdout.height, metrics=metrics, champion_version=champion_version,
+        champion_metrics=champion_metrics, fairness=fairness, latency=latency,
+        parity_max_abs_diff=float(parity), smoke_test_error=smoke_error, decision=decision,
+    )
+
+
+def _finite(x: float) -> bool:
+    return bool(np.isfinite(x))

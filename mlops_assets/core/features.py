@@ -1,0 +1,164 @@
+"""Feature transforms: canonical columns, a deterministic split, and the model encoder.
+
+Categoricals are encoded as ordinal codes over a fixed vocabulary rather than as
+LightGBM categorical splits: trees split on them just as well at these cardinalities,
+and numeric-only trees export to ONNX exactly (no bitset splits to translate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from mlops_assets.spec import PipelineSpec
+
+SPLIT_COLUMN = "_split"
+SPLITS = ("train", "valid", "holdout")
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+def stable_unit_hash(ids: pl.Series, seed: int) -> np.ndarray:
+    """Map ids to [0, 1) identically on every machine and library version.
+
+    polars' own hash is documented as unstable across versions, so it cannot decide
+    which rows are holdout forever.
+    """
+    if ids.dtype.is_integer():
+        raw = ids.cast(pl.Int64).to_numpy().astype(np.uint64)
+        h = _splitmix64(raw ^ _splitmix64(np.full(raw.shape, seed, dtype=np.uint64)))
+    else:
+        salt = str(seed).encode()
+        h = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8, key=salt).digest(), "little")
+             for v in ids.to_list()),
+            dtype=np.uint64, count=ids.len(),
+        )
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def assign_split(ids: pl.Series, spec: PipelineSpec) -> pl.Series:
+    u = stable_unit_hash(ids, spec.split.seed)
+    hold, valid = spec.split.holdout_fraction, spec.split.validation_fraction
+    labels = np.where(u < hold, "holdout", np.where(u < hold + valid, "valid", "train"))
+    return pl.Series(SPLIT_COLUMN, labels, dtype=pl.String)
+
+
+def prepare_features(df: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """Canonical column order and types, plus the split column. Input must be validated."""
+    cols: list[pl.Expr] = [pl.col(spec.id_column)]
+    if spec.timestamp_column:
+        ts = pl.col(spec.timestamp_column)
+        if df.schema[spec.timestamp_column] == pl.String:
+            ts = ts.str.to_datetime(time_zone="UTC")
+        cols.append(ts)
+    if spec.group_column and spec.group_column not in spec.feature_names:
+        cols.append(pl.col(spec.group_column).cast(pl.String))
+    for feat in spec.features:
+        expr = pl.col(feat.name)
+        cols.append(expr.cast(pl.Float64) if feat.type == "numeric" else expr.cast(pl.String))
+    if spec.target in df.columns:
+        target = pl.col(spec.target)
+        if spec.task == "binary":
+            cols.append(target.cast(pl.Int64))
+        elif spec.task == "regression":
+            cols.append(target.cast(pl.Float64))
+        else:
+            cols.append(target.cast(pl.String))
+    out = df.select(cols)
+    # NaN and null mean the same thing downstream: missing.
+    out = out.with_columns(
+        [pl.col(f.name).fill_nan(None) for f in spec.features if f.type == "numeric"]
+    )
+    return out.with_columns(assign_split(out[spec.id_column], spec))
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Frame -> float64 matrix in a fixed column order; stored with each model version."""
+
+    feature_names: tuple[str, ...]
+    kinds: dict[str, str]
+    categories: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def fit(cls, df: pl.DataFrame, spec: PipelineSpec) -> FeatureEncoder:
+        categories: dict[str, tuple[str, ...]] = {}
+        for feat in spec.features:
+            if feat.type != "categorical":
+                continue
+            if feat.categories is not None:
+                categories[feat.name] = tuple(feat.categories)
+            else:
+                categories[feat.name] = tuple(sorted(df[feat.name].drop_nulls().unique().to_list()))
+        return cls(tuple(spec.feature_names), dict(spec.feature_types), categories)
+
+    def transform(self, df: pl.DataFrame) -> np.ndarray:
+        missing = [c for c in self.feature_names if c not in df.columns]
+        if missing:
+            raise ValueError(f"cannot encode: missing feature columns {missing}")
+        exprs = []
+        for name in self.feature_names:
+            if self.kinds[name] == "numeric":
+                exprs.append(pl.col(name).cast(pl.Float64).fill_nan(None))
+            else:
+                mapping = {v: float(i) for i, v in enumerate(self.categories[name])}
+                # Unseen categories become missing: the model routes them like nulls.
+                exprs.append(
+                    pl.col(name).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.Float64)
+                )
+        return df.select(exprs).to_numpy(order="c").astype(np.float64, copy=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "feature_names": list(self.feature_names),
+            "kinds": self.kinds,
+            "categories": {k: list(v) for k, v in self.categories.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureEncoder:
+        return cls(
+            tuple(data["feature_names"]),
+            dict(data["kinds"]),
+            {k: tuple(v) for k, v in data["categories"].items()},
+        )
+
+
+def encode_target(target: pl.Series, spec: PipelineSpec, classes: list | None = None) -> np.ndarray:
+    """Labels -> numbers: 0/1 (binary), class index (multiclass), float (regression)."""
+    if spec.task == "binary":
+        return target.cast(pl.Float64).to_numpy()
+    if spec.task == "regression":
+        return target.cast(pl.Float64).to_numpy()
+    classes = [str(c) for c in (classes or spec.classes or [])]
+    index = {c: float(i) for i, c in enumerate(classes)}
+    return target.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
+
+
+def data_hash(df: pl.DataFrame) -> str:
+    """Content hash of a frame (column names, order, values and nulls).
+
+    Built from plain values rather than polars' row hash, which may change between
+    polars releases and would silently change every data_version.
+    """
+    digest = hashlib.sha256()
+    for name in df.columns:
+        col = df[name]
+        digest.update(f"{name}:{col.dtype}:{col.len()}".encode())
+        digest.update(col.is_null().to_numpy().tobytes())
+        if col.dtype.is_numeric() or col.dtype == pl.Boolean:
+            digest.update(col.fill_null(0).to_numpy().tobytes())
+        else:
+            digest.update("\x1f".join(col.cast(pl.String).fill_null("").to_list()).encode())
+    return digest.hexdigest()[:16]

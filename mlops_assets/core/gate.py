@@ -1,0 +1,136 @@
+"""The release gate: explicit rules, each with its value, limit and verdict.
+
+Like TFX's Evaluator "blessing", the decision is data, recorded with the model version.
+A force-promote (audited, with a reason) overrides quality rules but never the ONNX
+infra-validation: a model that does not score faithfully is never promoted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mlops_assets.core.metrics import HIGHER_IS_BETTER
+from mlops_assets.spec import GateSpec
+
+INFRA_RULES = ("onnx_parity", "onnx_smoke_test")
+
+
+@dataclass(frozen=True)
+class GateRule:
+    name: str
+    value: float | None
+    limit: float | None
+    passed: bool
+    detail: str
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    rules: list[GateRule] = field(default_factory=list)
+    bootstrap: bool = False
+    forced: bool = False
+    force_reason: str | None = None
+
+    @property
+    def failed_rules(self) -> list[GateRule]:
+        return [r for r in self.rules if not r.passed]
+
+    @property
+    def approval(self) -> str:
+        if self.forced:
+            return "forced"
+        return "approved" if self.passed else "rejected"
+
+    def message(self) -> str:
+        failed = self.failed_rules
+        if self.forced:
+            return f"FORCED ({self.force_reason}); overridden: " + "; ".join(r.describe() for r in failed)
+        if not failed:
+            tail = " (bootstrap: no champion yet)" if self.bootstrap else ""
+            return f"all {len(self.rules)} rules passed{tail}"
+        return "failed: " + "; ".join(r.describe() for r in failed)
+
+    def to_markdown(self) -> str:
+        lines = ["| rule | value | limit | verdict |", "|---|---|---|---|"]
+        for r in self.rules:
+            lines.append(f"| {r.name} | {_fmt(r.value)} | {_fmt(r.limit)} | {'pass' if r.passed else 'FAIL'} |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed, "approval": self.approval, "bootstrap": self.bootstrap,
+            "forced": self.forced, "force_reason": self.force_reason, "message": self.message(),
+            "rules": [r.__dict__ for r in self.rules],
+        }
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g}" if abs(x) < 1e-3 and x != 0 else f"{x:.4f}"
+
+
+def evaluate_gate(
+    config: GateSpec,
+    *,
+    main_metric: str,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    parity_max_abs_diff: float,
+    smoke_test_error: str | None = None,
+    fairness_gap: float | None = None,
+    p99_latency_ms: float | None = None,
+) -> GateDecision:
+    """Apply every configured rule. A NaN value always fails its rule."""
+    higher = HIGHER_IS_BETTER.get(main_metric, True)
+    rules: list[GateRule] = []
+
+    def add(name: str, value: float | None, limit: float | None, ok: bool, detail: str) -> None:
+        bad_value = value is not None and (isinstance(value, float) and math.isnan(value))
+        rules.append(GateRule(name, value, limit, bool(ok) and not bad_value, detail))
+
+    tol = config.onnx_parity_tolerance
+    add("onnx_parity", parity_max_abs_diff, tol, parity_max_abs_diff <= tol,
+        f"max |onnx - native| = {parity_max_abs_diff:.3g} (limit {tol:.0e})")
+    add("onnx_smoke_test", None, None, smoke_test_error is None,
+        smoke_test_error or "fresh onnxruntime session loads and answers")
+
+    value = challenger.get(main_metric, float("nan"))
+    if config.min_main_metric is not None:
+        limit = config.min_main_metric
+        ok = value >= limit if higher else value <= limit
+        word = "min" if higher else "max"
+        add(f"{main_metric}_{word}", value, limit, ok, f"{main_metric} = {value:.4f}, {word} {limit}")
+
+    if champion is not None and config.max_regression is not None:
+        base = champion.get(main_metric, float("nan"))
+        worse_by = (base - value) if higher else (value - base)
+        add("max_regression_vs_champion", worse_by, config.max_regression, worse_by <= config.max_regression,
+            f"{main_metric} {value:.4f} vs champion {base:.4f} (worse by {worse_by:.4f}, "
+            f"allowed {config.max_regression})")
+
+    if config.max_fairness_gap is not None:
+        if fairness_gap is None:
+            add("max_fairness_gap", None, config.max_fairness_gap, False,
+                "no group metrics: declare group_column to gate on fairness")
+        else:
+            add("max_fairness_gap", fairness_gap, config.max_fairness_gap,
+                fairness_gap <= config.max_fairness_gap,
+                f"{main_metric} gap between groups {fairness_gap:.4f}, max {config.max_fairness_gap}")
+
+    if config.max_p99_latency_ms is not None:
+        lat = p99_latency_ms if p99_latency_ms is not None else float("nan")
+        add("max_p99_latency_ms", lat, config.max_p99_latency_ms, lat <= config.max_p99_latency_ms,
+            f"single-row p99 {lat:.3f} ms, max {config.max_p99_latency_ms} ms")
+
+    passed = all(r.passed for r in rules)
+    infra_ok = all(r.passed for r in rules if r.name in INFRA_RULES)
+    if not passed and config.force_promote and infra_ok:
+        return GateDecision(True, rules, bootstrap=champion is None, forced=True,
+                            force_reason=config.force_reason)
+    return GateDecision(passed, rules, bootstrap=champion is None)

@@ -1,0 +1,117 @@
+"""From validated feature frames to a model bundle: pure, no Dagster, no MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from mlops_assets.core.bundle import ModelBundle
+from mlops_assets.core.features import SPLIT_COLUMN, FeatureEncoder, data_hash, encode_target
+from mlops_assets.core.trainers.base import TrainedModel, TrainingDataError
+from mlops_assets.spec import PipelineSpec
+
+PREDICTION_COLUMN = "__prediction"
+
+
+@dataclass
+class TrainingOutcome:
+    model: TrainedModel
+    bundle: ModelBundle
+    train_rows: int
+    valid_rows: int
+    holdout: pl.DataFrame                 # holdout rows, untouched by training and selection
+    data_version: str                     # content hash of the training frame
+    parity_max_abs_diff: float
+    reference_profile: dict
+    reference_sample: pl.DataFrame
+
+
+def assemble_training_frame(frames: list[pl.DataFrame], spec: PipelineSpec) -> pl.DataFrame:
+    labelled = [f for f in frames if spec.target in f.columns and f.height]
+    if not labelled:
+        raise TrainingDataError(
+            f"no labelled validated partitions: column '{spec.target}' is absent from every batch"
+        )
+    frame = pl.concat(labelled, how="vertical_relaxed")
+    dup = frame.height - frame[spec.id_column].n_unique()
+    if dup:
+        # The same id in two files: keep the latest arrival (frames are in arrival order).
+        frame = frame.unique(subset=[spec.id_column], keep="last", maintain_order=True)
+    return frame.sort(spec.id_column)
+
+
+def class_labels(frame: pl.DataFrame, spec: PipelineSpec) -> list | None:
+    if spec.task != "multiclass":
+        return None
+    if spec.classes is not None:
+        return [str(c) for c in spec.classes]
+    return sorted(frame[spec.target].cast(pl.String).unique().drop_nulls().to_list())
+
+
+def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome:
+    from mlops_assets.core.drift import build_profile
+    from mlops_assets.core.scoring import check_parity, smoke_test
+
+    classes = class_labels(frame, spec)
+    parts = {name: frame.filter(pl.col(SPLIT_COLUMN) == name) for name in ("train", "valid", "holdout")}
+    if parts["train"].height == 0:
+        raise TrainingDataError("the split left no training rows")
+    encoder = FeatureEncoder.fit(parts["train"], spec)
+    X = {k: encoder.transform(v) for k, v in parts.items()}
+    y = {k: encode_target(v[spec.target], spec, classes) for k, v in parts.items()}
+
+    model = _train(spec, X, y, classes)
+
+    if parts["holdout"].height == 0:
+        raise TrainingDataError("the split left no holdout rows; the gate needs some")
+    bundle = ModelBundle(
+        onnx_bytes=model.onnx_bytes,
+        encoder=encoder,
+        meta={
+            "task": spec.task, "classes": classes, "threshold": spec.model.decision_threshold,
+            "trainer": model.trainer, "feature_names": model.feature_names, "spec_hash": spec.spec_hash,
+        },
+        native_bytes=model.native_bytes,
+        native_format=model.native_format,
+    )
+    smoke_test(model.onnx_bytes, len(model.feature_names))
+    native = model.predict(X["holdout"])
+    parity = check_parity(native, bundle.scorer.predict(X["holdout"]), spec.gate.onnx_parity_tolerance)
+
+    train_scores = bundle.scorer.predict(X["train"])
+    profiled = parts["train"].select(spec.feature_names).with_columns(
+        _prediction_series(spec.task, train_scores, classes)
+    )
+    kinds = dict(spec.feature_types)
+    kinds[PREDICTION_COLUMN] = "categorical" if spec.task == "multiclass" else "numeric"
+    profile = build_profile(profiled, kinds, prediction_column=PREDICTION_COLUMN)
+    sample_n = min(parts["train"].height, spec.drift.evidently_sample_rows)
+    sample = parts["train"].select(spec.feature_names).sample(n=sample_n, seed=spec.model.seed)
+    return TrainingOutcome(
+        model=model, bundle=bundle, train_rows=parts["train"].height, valid_rows=parts["valid"].height,
+        holdout=parts["holdout"], data_version=data_hash(frame.drop(SPLIT_COLUMN)),
+        parity_max_abs_diff=parity.max_abs_diff, reference_profile=profile.to_dict(),
+        reference_sample=sample,
+    )
+
+
+def _prediction_series(task: str, scores: np.ndarray, classes: list | None) -> pl.Series:
+    if task == "multiclass":
+        labels = np.asarray(classes, dtype=object)[np.argmax(scores, axis=1)].astype(str)
+        return pl.Series(PREDICTION_COLUMN, labels)
+    return pl.Series(PREDICTION_COLUMN, scores.astype(np.float64))
+
+
+def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None) -> TrainedModel:
+    if spec.model.trainer == "lightgbm":
+        from mlops_assets.core.trainers.lightgbm_trainer import train_lightgbm
+
+        return train_lightgbm(
+            X["train"], y["train"], X["valid"], y["valid"],
+            task=spec.task, feature_names=spec.feature_names, config=spec.model.lightgbm,
+            seed=spec.model.seed, target_name=spec.target,
+            num_class=len(classes) if classes else None,
+        )
+    raise TrainingDataError(f"model.trainer: unknown trainer '{spec.model.trainer}'")

@@ -1,0 +1,74 @@
+"""`build_mlops_defs(spec)`: one pipeline spec -> Dagster definitions.
+
+Everything a pipeline adds is prefixed with its name (asset keys, jobs, sensors,
+schedules, resource keys, the partitions definition), so several pipelines merge into
+one deployment next to the user's own assets without collisions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.automation.jobs import build_jobs
+from mlops_assets.automation.schedules import build_batch_inference_schedule
+from mlops_assets.automation.sensors import build_drift_retrain_sensor, build_new_data_sensor
+from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
+from mlops_assets.spec import PipelineSpec
+from mlops_assets.stages.batch_predictions import build_batch_predictions_asset
+from mlops_assets.stages.common import Names
+from mlops_assets.stages.drift import build_drift_asset
+from mlops_assets.stages.evaluation import build_evaluation_asset, build_registry_asset
+from mlops_assets.stages.features import build_features_asset
+from mlops_assets.stages.raw_data import build_raw_data_asset
+from mlops_assets.stages.training import build_training_asset
+
+
+def default_storage(spec: PipelineSpec) -> ArtifactStore:
+    return ArtifactStore(base_uri=str(Path(spec.state_dir).resolve() / "artifacts"))
+
+
+def default_registry(spec: PipelineSpec) -> MLflowRegistry:
+    state = Path(spec.state_dir).resolve()
+    return MLflowRegistry(
+        tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
+        artifact_location=str(state / "mlartifacts"),
+    )
+
+
+def build_mlops_defs(
+    spec: PipelineSpec,
+    *,
+    storage: ArtifactStore | None = None,
+    registry: MLflowRegistry | None = None,
+    notifier: Notifier | None = None,
+) -> dg.Definitions:
+    """Assets, checks, jobs, sensors, schedules and resources for one pipeline.
+
+    Resources default to the embedded setup under `spec.state_dir` (a local artifact
+    directory and a sqlite MLflow store); pass your own for S3 / an MLflow server.
+    """
+    names = Names(spec)
+    partitions = names.partitions_def
+    assets = [
+        build_raw_data_asset(names, partitions),
+        build_features_asset(names, partitions),
+        build_training_asset(names),
+        build_evaluation_asset(names),
+        build_registry_asset(names),
+        build_batch_predictions_asset(names, partitions),
+        build_drift_asset(names, partitions),
+    ]
+    jobs = build_jobs(names, partitions)
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs.all(),
+        sensors=[build_new_data_sensor(names, jobs), build_drift_retrain_sensor(names, jobs)],
+        schedules=[build_batch_inference_schedule(names, jobs)],
+        resources={
+            names.storage: storage or default_storage(spec),
+            names.registry: registry or default_registry(spec),
+            names.notifier: notifier or Notifier(),
+        },
+    )

@@ -1,0 +1,180 @@
+"""Artifact storage: datasets, predictions, reports and profiles at versioned URIs.
+
+One resource, two backends: a local directory (embedded default) and S3 or any
+S3-compatible store (production). Every write is atomic: a local write goes to a
+temporary name and is renamed; an S3 PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Where the pipeline keeps its files. `base_uri` is a local path or `s3://bucket/prefix`."""
+
+    base_uri: str = Field(description="Local directory or s3://bucket/prefix.")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000. Unset: AWS."
+    )
+    s3_region: str | None = None
+    connect_timeout_s: float = Field(5.0, description="Fail fast on an unreachable endpoint.")
+
+    # -- addressing ------------------------------------------------------------------------
+    @property
+    def is_s3(self) -> bool:
+        return self.base_uri.startswith("s3://")
+
+    def uri(self, rel: str) -> str:
+        rel = rel.lstrip("/")
+        if self.is_s3:
+            return f"{self.base_uri.rstrip('/')}/{rel}"
+        return str(Path(self.base_uri).resolve() / rel)
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        rest = self.base_uri[len("s3://"):].rstrip("/")
+        bucket, _, prefix = rest.partition("/")
+        key = f"{prefix}/{rel.lstrip('/')}" if prefix else rel.lstrip("/")
+        return bucket, key
+
+    def _s3(self):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=self.connect_timeout_s, read_timeout=60,
+            retries={"max_attempts": 2, "mode": "standard"},
+        )
+        return boto3.client("s3", endpoint_url=self.s3_endpoint_url, region_name=self.s3_region, config=config)
+
+    # -- bytes -------------------------------------------------------------------------------
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        if self.is_s3:
+            bucket, key = self._bucket_key(rel)
+            self._call_s3(lambda c: c.put_object(Bucket=bucket, Key=key, Body=data), rel)
+            return self.uri(rel)
+        final = Path(self.uri(rel))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return str(final)
+
+    def read_bytes(self, rel: str) -> bytes:
+        if self.is_s3:
+            bucket, key = self._bucket_key(rel)
+            return self._call_s3(lambda c: c.get_object(Bucket=bucket, Key=key)["Body"].read(), rel)
+        try:
+            return Path(self.uri(rel)).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"no artifact at {self.uri(rel)}") from exc
+
+    def exists(self, rel: str) -> bool:
+        if self.is_s3:
+            bucket, key = self._bucket_key(rel)
+            from botocore.exceptions import ClientError
+
+            try:
+                self._s3().head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError:
+                return False
+        return Path(self.uri(rel)).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of files under `prefix`, sorted."""
+        prefix = prefix.strip("/")
+        if self.is_s3:
+            bucket, key_prefix = self._bucket_key(prefix + "/")
+            base_len = len(self._bucket_key("")[1])
+            out: list[str] = []
+            paginator = self._s3().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
+                out.extend(obj["Key"][base_len:].lstrip("/") for obj in page.get("Contents", []))
+            return sorted(out)
+        root = Path(self.uri(prefix))
+        if not root.exists():
+            return []
+        base = Path(self.uri(""))
+        return sorted(
+            str(p.relative_to(base)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def delete(self, rel: str) -> None:
+        if self.is_s3:
+            bucket, key = self._bucket_key(rel)
+            self._call_s3(lambda c: c.delete_object(Bucket=bucket, Key=key), rel)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.uri(rel))
+
+    def _call_s3(self, fn, rel: str):
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        try:
+            return fn(self._s3())
+        except EndpointConnectionError as exc:
+            raise StorageError(f"S3 endpoint {self.s3_endpoint_url or 'AWS'} unreachable: {exc}") from exc
+        except ClientError as exc:
+            raise StorageError(f"S3 error for {self.uri(rel)}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 error for {self.uri(rel)} at {self.s3_endpoint_url}: {exc}") from exc
+
+    # -- typed helpers ---------------------------------------------------------------------
+    def write_parquet(self, rel: str, df: pl.DataFrame) -> str:
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True)
+        return self.write_bytes(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str) -> pl.DataFrame:
+        if not self.is_s3:
+            path = self.uri(rel)
+            if not os.path.exists(path):
+                raise StorageError(f"no artifact at {path}")
+            return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(self.read_bytes(rel)))
+
+    def write_json(self, rel: str, payload: Any) -> str:
+        return self.write_bytes(rel, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_file(self, rel: str, local_path: str | os.PathLike[str]) -> str:
+        return self.write_bytes(rel, Path(local_path).read_bytes())
+
+    @contextlib.contextmanager
+    def local_copy(self, rel: str) -> Iterator[Path]:
+        """A local path for readers that need one (e.g. a streaming parquet scan)."""
+        if not self.is_s3:
+            yield Path(self.uri(rel))
+            return
+        tmpdir = tempfile.mkdtemp(prefix="mlops-")
+        try:
+            path = Path(tmpdir) / Path(rel).name
+            path.write_bytes(self.read_bytes(rel))
+            yield path
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)

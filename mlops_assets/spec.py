@@ -1,0 +1,308 @@
+"""`PipelineSpec`: everything a user declares about one ML pipeline.
+
+The same pydantic model is the Python API, the YAML file format and the Dagster
+Component's attribute schema, so there is exactly one schema. Validation errors name
+the field at fault (pydantic's `loc`), e.g. ``features.2.min: ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TaskType = Literal["binary", "multiclass", "regression"]
+FeatureType = Literal["numeric", "categorical"]
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# Sections that change what a model learns. Paths and schedules are deployment
+# details: moving the state folder must not make every asset stale.
+_HASHED_SECTIONS = (
+    "name", "target", "task", "classes", "features", "id_column", "timestamp_column",
+    "group_column", "split", "model", "gate",
+)
+
+
+class SpecError(ValueError):
+    """A pipeline spec that cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One model input column and the validation rules for it."""
+
+    name: str = Field(min_length=1)
+    type: FeatureType
+    min: float | None = Field(None, description="Numeric only: smallest allowed value.")
+    max: float | None = Field(None, description="Numeric only: largest allowed value.")
+    categories: list[str] | None = Field(
+        None, description="Categorical only: the allowed values. Unset: any value is allowed."
+    )
+    max_null_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Largest share of missing values allowed in a batch."
+    )
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> FeatureSpec:
+        if self.type == "categorical" and (self.min is not None or self.max is not None):
+            raise ValueError(f"feature '{self.name}': min/max apply to numeric features only")
+        if self.type == "numeric" and self.categories is not None:
+            raise ValueError(f"feature '{self.name}': categories apply to categorical features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature '{self.name}': min ({self.min}) is greater than max ({self.max})")
+        if self.categories is not None and len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"feature '{self.name}': categories contain duplicates")
+        return self
+
+
+class SourceSpec(_Strict):
+    """Where raw data comes from: a directory of files, or an asset the user already has."""
+
+    path: str | None = Field(
+        None, description="Directory (local path or s3://bucket/prefix) where data files arrive."
+    )
+    asset_key: list[str] | None = Field(
+        None, description="Key of an upstream asset in the user's deployment that holds the raw data."
+    )
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    settle_seconds: float = Field(
+        2.0, ge=0, description="A file is complete once its size and mtime are this old."
+    )
+    require_success_marker: bool = Field(
+        False, description="Only pick up a file once '<file>._SUCCESS' exists next to it."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        if (self.path is None) == (self.asset_key is None):
+            raise ValueError("set exactly one of 'path' or 'asset_key'")
+        if self.asset_key is not None and not self.asset_key:
+            raise ValueError("'asset_key' must have at least one part")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Deterministic split by a hash of the id column: a row never changes side."""
+
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.9)
+    seed: int = 17
+
+
+class LightGBMSpec(_Strict):
+    num_boost_round: int = Field(300, ge=1, le=100_000)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2, le=131_072)
+    min_data_in_leaf: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    lambda_l2: float = Field(0.0, ge=0)
+    early_stopping_rounds: int | None = Field(30, ge=1)
+    num_threads: int = Field(2, ge=1)
+    extra_params: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to lightgbm.train as-is (after the above)."
+    )
+
+    @field_validator("extra_params")
+    @classmethod
+    def _no_float32_traps(cls, value: dict[str, Any]) -> dict[str, Any]:
+        banned = {"objective", "num_class", "seed", "deterministic", "categorical_feature"}
+        clash = sorted(banned & set(value))
+        if clash:
+            raise ValueError(f"{clash} are set by the pipeline and cannot be overridden")
+        return value
+
+
+class ModelSpec(_Strict):
+    trainer: Literal["lightgbm"] = "lightgbm"
+    seed: int = 42
+    decision_threshold: float = Field(0.5, gt=0, lt=1, description="Binary: score -> label cut.")
+    lightgbm: LightGBMSpec = LightGBMSpec()
+
+
+class GateSpec(_Strict):
+    """Release rules a challenger must pass before the `champion` alias moves to it."""
+
+    main_metric: str | None = Field(
+        None, description="Defaults: roc_auc (binary), macro_f1 (multiclass), rmse (regression)."
+    )
+    min_main_metric: float | None = Field(None, description="Absolute floor (ceiling for errors).")
+    max_regression: float | None = Field(
+        0.01, ge=0, description="Largest allowed worsening of the main metric vs the champion."
+    )
+    max_fairness_gap: float | None = Field(
+        None, ge=0, description="Largest main-metric gap between groups of the group column."
+    )
+    max_p99_latency_ms: float | None = Field(None, gt=0)
+    onnx_parity_tolerance: float = Field(1e-5, gt=0, le=1e-2)
+    force_promote: bool = False
+    force_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _force_needs_reason(self) -> GateSpec:
+        if self.force_promote and not (self.force_reason or "").strip():
+            raise ValueError("force_promote requires a non-empty force_reason (it is audited)")
+        return self
+
+
+class FeatureDriftSpec(_Strict):
+    method: Literal["auto", "wasserstein", "ks", "psi", "jensenshannon", "chisquare"] = Field(
+        "auto", description="auto follows Evidently's defaults (see docs/drift.md)."
+    )
+    threshold: float | None = Field(None, gt=0, description="Unset: the method's default.")
+
+
+class DriftSpec(_Strict):
+    share_threshold: float = Field(
+        0.5, gt=0, le=1, description="Dataset drift when at least this share of features drift."
+    )
+    key_features: list[str] = Field(
+        default_factory=list, description="Any of these drifting alone triggers a retrain."
+    )
+    per_feature: dict[str, FeatureDriftSpec] = Field(
+        default_factory=dict, description="Per-feature method/threshold overrides."
+    )
+    psi_bins: int = Field(10, ge=2, le=100)
+    evidently_sample_rows: int = Field(100_000, ge=100)
+
+
+class AutomationSpec(_Strict):
+    batch_inference_cron: str = Field("0 6 * * *", description="Cron of the batch-inference schedule.")
+    timezone: str = "UTC"
+    sensor_interval_seconds: int = Field(30, ge=5)
+    retrain_on_drift: bool = True
+
+
+class PipelineSpec(_Strict):
+    """One ML pipeline: data source, target, features, model, gate, drift and schedule."""
+
+    name: str = Field(description="Lower-case identifier: asset key prefix, group and MLflow model name.")
+    source: SourceSpec
+    target: str
+    task: TaskType = "binary"
+    classes: list[str | int] | None = Field(
+        None, description="Multiclass: the class labels in order. Binary labels must be 0/1."
+    )
+    features: list[FeatureSpec] = Field(min_length=1)
+    id_column: str
+    timestamp_column: str | None = None
+    group_column: str | None = Field(None, description="Column for slice and fairness metrics.")
+    min_rows: int = Field(100, ge=1, description="Smallest batch accepted by validation.")
+    split: SplitSpec = SplitSpec()
+    model: ModelSpec = ModelSpec()
+    gate: GateSpec = GateSpec()
+    drift: DriftSpec = DriftSpec()
+    automation: AutomationSpec = AutomationSpec()
+    state_dir: str = Field(
+        ".mlops", description="Embedded default home for artifacts and the MLflow store."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must match ^[a-z][a-z0-9_]{0,62}$ (it becomes asset keys and a model name)")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> PipelineSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        for field in ("target", "id_column", "timestamp_column"):
+            col = getattr(self, field)
+            if col is not None and col in names:
+                raise ValueError(f"{field} '{col}' must not also be a feature")
+        if self.target == self.id_column:
+            raise ValueError("target and id_column must differ")
+        if self.task == "multiclass" and self.classes is not None and len(self.classes) < 3:
+            raise ValueError("classes: multiclass needs at least 3 classes (use task: binary for 2)")
+        if self.task != "multiclass" and self.classes is not None:
+            raise ValueError("classes applies to task: multiclass only")
+        for field, chosen in (("key_features", self.drift.key_features), ("per_feature", self.drift.per_feature)):
+            unknown = sorted(set(chosen) - set(names))
+            if unknown:
+                raise ValueError(f"drift.{field}: {unknown} are not features")
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def feature_types(self) -> dict[str, FeatureType]:
+        return {f.name: f.type for f in self.features}
+
+    @property
+    def main_metric(self) -> str:
+        defaults = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+        return self.gate.main_metric or defaults[self.task]
+
+    @property
+    def spec_hash(self) -> str:
+        payload = self.model_dump(mode="json", include=set(_HASHED_SECTIONS))
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def state_path(self, *parts: str) -> Path:
+        return Path(self.state_dir).joinpath(*parts)
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, data.get("name"))) from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> PipelineSpec:
+        """Load a spec; relative `state_dir` and `source.path` resolve against the file's folder."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        data = _resolve_relative_paths(data, path.parent)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(f"{path}: " + format_validation_error(exc, data.get("name"))) from exc
+
+
+def format_validation_error(exc: ValidationError, name: object = None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<spec>"
+        lines.append(f"{loc}: {err['msg']}")
+    head = f"invalid pipeline spec '{name}'" if name else "invalid pipeline spec"
+    return head + ":\n  " + "\n  ".join(lines)
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    data = dict(data)
+    state_dir = data.get("state_dir")
+    if isinstance(state_dir, str) and not _is_absolute(state_dir):
+        data["state_dir"] = str((base / state_dir).resolve())
+    source = data.get("source")
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        if not _is_absolute(source["path"]):
+            data["source"] = {**source, "path": str((base / source["path"]).resolve())}
+    return data
+
+
+def _is_absolute(path: str) -> bool:
+    return "://" in path or os.path.isabs(path)

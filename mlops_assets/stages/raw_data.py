@@ -1,0 +1,101 @@
+"""`raw_data`: one partition per arriving file, copied into storage as Parquet.
+
+Partitioning choice: dynamic partitions, one per arrival file (key = file name). Files
+arrive irregularly (several a day, or late), a file is the unit a producer completes,
+and a per-file key makes "process this file exactly once" a property of the partition
+itself rather than of sensor bookkeeping. Daily partitions would force re-ingesting a
+whole day when one more file lands.
+"""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.core.features import data_hash
+from mlops_assets.stages.common import Names, Paths, table_schema
+
+
+class RawDataError(ValueError):
+    pass
+
+
+def read_arrival_file(path: str, fmt: str = "auto") -> pl.DataFrame:
+    """Read one arrival file; a clear error names the file when it cannot be read."""
+    kind = fmt if fmt != "auto" else Path(path).suffix.lstrip(".").lower()
+    try:
+        if kind in ("parquet", "pq"):
+            return pl.read_parquet(path)
+        if kind == "csv":
+            return pl.read_csv(path, try_parse_dates=True, infer_schema_length=10_000)
+    except FileNotFoundError as exc:
+        raise RawDataError(f"arrival file {path} does not exist") from exc
+    except Exception as exc:  # polars raises many types for corrupt input
+        raise RawDataError(f"arrival file {path} is unreadable as {kind}: {exc}") from exc
+    raise RawDataError(f"arrival file {path}: unsupported format '{kind}' (parquet or csv)")
+
+
+def source_file_path(source_path: str, partition_key: str) -> str:
+    return os.path.join(source_path, partition_key)
+
+
+def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    spec = names.spec
+    paths = Paths(spec.name)
+    upstream = dg.AssetKey(spec.source.asset_key) if spec.source.asset_key else None
+
+    @dg.asset(
+        key=names.key("raw_data"),
+        group_name=spec.name,
+        partitions_def=partitions,
+        kinds={"polars", "parquet"},
+        code_version=names.code_version,
+        deps=[upstream] if upstream else None,
+        required_resource_keys={names.storage},
+        description="Raw arrivals, one partition per file, stored as Parquet.",
+    )
+    def raw_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        storage = getattr(context.resources, names.storage)
+        partition = context.partition_key
+        if upstream is not None:
+            # Bring-your-own raw data: the upstream asset's files live in our storage layout.
+            df = storage.read_parquet(f"{spec.name}/upstream/{partition}.parquet")
+            origin = f"asset {upstream.to_user_string()}"
+        else:
+            origin = source_file_path(spec.source.path, partition)
+            if origin.startswith("s3://"):
+                df = _read_s3_file(storage, origin, spec.source.format)
+            else:
+                df = read_arrival_file(origin, spec.source.format)
+        uri = storage.write_parquet(paths.raw(partition), df)
+        version = data_hash(df)
+        context.log.info(f"ingested {df.height} rows from {origin} -> {uri}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": df.height,
+                "dagster/column_schema": table_schema(df),
+                "source": origin,
+                "uri": dg.MetadataValue.path(uri),
+                "data_version": version,
+            },
+            data_version=dg.DataVersion(version),
+        )
+
+    return raw_data
+
+
+def _read_s3_file(storage, uri: str, fmt: str) -> pl.DataFrame:
+    import io
+
+    import boto3
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=storage.s3_endpoint_url, region_name=storage.s3_region)
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    kind = fmt if fmt != "auto" else Path(key).suffix.lstrip(".").lower()
+    try:
+        return pl.read_parquet(io.BytesIO(body)) if kind in ("parquet", "pq") else pl.read_csv(io.BytesIO(body))
+    except Exception as exc:
+        raise RawDataError(f"arrival file {uri} is unreadable as {kind}: {exc}") from exc
