@@ -1,0 +1,45 @@
+# mlops-assets: the ML lifecycle as Dagster assets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= $(CURDIR)/.demo
+PYTHON ?= python3
+
+.PHONY: install demo dev mlflow-ui test test-fast bench lint clean
+
+install: $(VENV)/.installed
+
+# torch first: the CPU build on this machine's disk; otherwise pip pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	MLOPS_DEMO_DIR=$(DEMO_DIR) $(PY) -m mlops_assets.demo.run
+
+dev: install
+	mkdir -p $(DEMO_DIR)/dagster_home
+	test -f $(DEMO_DIR)/dagster_home/dagster.yaml || cp dagster.yaml $(DEMO_DIR)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(DEMO_DIR)/dagster_home MLOPS_DEMO_DIR=$(DEMO_DIR) $(VENV)/bin/dagster dev -w workspace.yaml
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/state/mlflow.db --port 5000
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest mlops_assets_tests/core
+
+bench: install
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/drift.py
+	$(PY) benchmarks/sensor_tick.py
+
+lint: install
+	$(VENV)/bin/ruff check mlops_assets mlops_assets_tests benchmarks
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,49 @@
+"""Shared fixtures: a small demo spec under a temp dir, and demo data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import polars as pl
+import pytest
+
+# Never let a test reach for the network or a user's MLflow server.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def small_spec(root, **overrides):
+    """The demo spec, smaller and faster: fewer trees, lower row floor."""
+    from mlops_assets.demo import demo_spec
+
+    spec = demo_spec(root)
+    data = spec.model_dump(mode="json")
+    data["min_rows"] = 200
+    data["model"]["lightgbm"]["num_boost_round"] = 80
+    data["drift"]["evidently_sample_rows"] = 5_000
+    data["source"]["settle_seconds"] = 0.0
+    for key, value in overrides.items():
+        data[key] = value
+    from mlops_assets.spec import PipelineSpec
+
+    return PipelineSpec.from_dict(data)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return small_spec(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def loans_day1() -> pl.DataFrame:
+    from mlops_assets.demo.data import generate_loans
+
+    return pl.from_pandas(generate_loans(6_000, day=dt.date(2026, 1, 1), seed=3))
+
+
+@pytest.fixture(scope="session")
+def loans_drifted() -> pl.DataFrame:
+    from mlops_assets.demo.data import generate_loans
+
+    return pl.from_pandas(generate_loans(6_000, day=dt.date(2026, 1, 2), seed=3, drift=0.9, id_offset=10_000_000))
