@@ -28,9 +28,10 @@ class TickOutcome:
 
 
 class InlineAutomation:
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO"):
         self.defs = defs
         self.instance = instance
+        self.log_level = log_level
         self.cursors: dict[str, str | None] = {}
 
     def tick_sensor(self, name: str) -> TickOutcome:
@@ -95,5 +96,6 @@ class InlineAutomation:
             partition_key=request.partition_key,
             tags=tags,
             asset_selection=list(request.asset_selection) if request.asset_selection else None,
+            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
             raise_on_error=False,
         )

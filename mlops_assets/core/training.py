@@ -84,9 +84,8 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome
     profiled = parts["train"].select(spec.feature_names).with_columns(
         _prediction_series(spec.task, train_scores, classes)
     )
-    kinds = dict(spec.feature_types)
-    kinds[PREDICTION_COLUMN] = "categorical" if spec.task == "multiclass" else "numeric"
-    profile = build_profile(profiled, kinds, prediction_column=PREDICTION_COLUMN)
+    profile = build_profile(profiled, dict(spec.feature_types), prediction_column=PREDICTION_COLUMN,
+                            psi_bins=spec.drift.psi_bins)
     sample_n = min(parts["train"].height, spec.drift.evidently_sample_rows)
     sample = parts["train"].select(spec.feature_names).sample(n=sample_n, seed=spec.model.seed)
     return TrainingOutcome(
@@ -97,11 +96,16 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome
     )
 
 
-def _prediction_series(task: str, scores: np.ndarray, classes: list | None) -> pl.Series:
+def prediction_for_drift(task: str, scores: np.ndarray) -> np.ndarray:
+    """The one number per row whose distribution we monitor: P(class 1) for binary,
+    the top-class probability (confidence) for multiclass, the prediction for regression."""
     if task == "multiclass":
-        labels = np.asarray(classes, dtype=object)[np.argmax(scores, axis=1)].astype(str)
-        return pl.Series(PREDICTION_COLUMN, labels)
-    return pl.Series(PREDICTION_COLUMN, scores.astype(np.float64))
+        return scores.max(axis=1).astype(np.float64)
+    return scores.astype(np.float64)
+
+
+def _prediction_series(task: str, scores: np.ndarray, classes: list | None) -> pl.Series:
+    return pl.Series(PREDICTION_COLUMN, prediction_for_drift(task, scores))
 
 
 def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None) -> TrainedModel:

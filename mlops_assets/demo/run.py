@@ -17,6 +17,17 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        import dagster as _dg
+
+        warnings.filterwarnings("ignore", category=_dg.BetaWarning)
+        warnings.filterwarnings("ignore", category=_dg.PreviewWarning)
+    except AttributeError:
+        pass
     from mlops_assets.demo import demo_dir
 
     root = demo_dir()
@@ -44,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     say = _printer(started)
 
     with dg.DagsterInstance.get() as instance:
-        auto = InlineAutomation(defs, instance)
+        auto = InlineAutomation(defs, instance, log_level="WARNING")
         day1 = write_day(landing, dt.date(2026, 1, 1), n_rows=20_000, seed=7, day_index=0)
         _settle(landing, spec.source.settle_seconds)
         say(f"day 1 arrived: {day1.name}")

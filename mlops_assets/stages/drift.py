@@ -16,7 +16,7 @@ import polars as pl
 
 from mlops_assets.core.bundle import PROFILE_FILE, SAMPLE_FILE
 from mlops_assets.core.features import data_hash
-from mlops_assets.core.training import PREDICTION_COLUMN
+from mlops_assets.core.training import PREDICTION_COLUMN, prediction_for_drift
 from mlops_assets.stages.batch_predictions import load_champion, read_validated
 from mlops_assets.stages.common import Names, Paths
 
@@ -68,15 +68,16 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
         features = read_validated(storage, paths, partition)
         current = features.select(spec.feature_names)
         check_current_schema(reference, current)
-        kinds = dict(spec.feature_types)
         pred_rel = paths.predictions(partition, version)
-        if storage.exists(pred_rel):
-            preds = storage.read_parquet(pred_rel)
-            pred_col = "score" if spec.task == "binary" else "prediction"
-            current = current.with_columns(preds[pred_col].alias(PREDICTION_COLUMN))
-            kinds[PREDICTION_COLUMN] = "categorical" if spec.task == "multiclass" else "numeric"
-        profile = build_profile(current, kinds, reference=reference,
-                                prediction_column=PREDICTION_COLUMN if PREDICTION_COLUMN in kinds else None)
+        prediction_column = None
+        if storage.exists(pred_rel) and reference.prediction is not None:
+            scores = _bundle.score(features)
+            current = current.with_columns(
+                pl.Series(PREDICTION_COLUMN, prediction_for_drift(spec.task, scores))
+            )
+            prediction_column = PREDICTION_COLUMN
+        profile = build_profile(current, dict(spec.feature_types), reference=reference,
+                                prediction_column=prediction_column)
         result = compare_profiles(reference, profile, drift_config(spec))
 
         out_dir = paths.drift_dir(partition, version)
