@@ -1,0 +1,99 @@
+"""Sensor decisions, evaluated with build_sensor_context on a real (temporary) instance."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from mlops_assets.automation.sensors import retrain_run_key
+from mlops_assets.definitions import build_mlops_defs
+from mlops_assets.demo.data import write_day
+from mlops_assets.stages.common import Names
+
+
+@pytest.fixture
+def setup(spec):
+    defs = build_mlops_defs(spec)
+    with dg.instance_for_test() as instance:
+        yield spec, Names(spec), defs, instance
+
+
+def _tick(defs, instance, name, cursor=None):
+    sensor = defs.get_sensor_def(name)
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=name))
+
+
+def test_new_data_sensor_empty_directory_says_why(setup):
+    spec, names, defs, instance = setup
+    result = _tick(defs, instance, names.sensor("new_data"))
+    assert not result.run_requests and "no new files" in result.skip_reason.skip_message
+
+
+def test_new_data_sensor_bootstraps_on_newest_file_and_prepares_the_rest(setup):
+    spec, names, defs, instance = setup
+    for i in range(3):
+        write_day(spec.source.path, dt.date(2026, 1, 1 + i), n_rows=300, day_index=i)
+    result = _tick(defs, instance, names.sensor("new_data"))
+    keys = [r.partition_key for r in result.run_requests]
+    assert keys == ["loans_2026-01-01.parquet", "loans_2026-01-02.parquet", "loans_2026-01-03.parquet"]
+    jobs = [r.job_name for r in result.run_requests]
+    assert jobs == [names.job("ingest"), names.job("ingest"), names.job("bootstrap")]
+    assert result.run_requests[0].asset_selection == [names.key("raw_data"), names.key("validated_features")]
+    assert result.dynamic_partitions_requests[0].partition_keys == keys
+    assert len({r.run_key for r in result.run_requests}) == 3
+
+
+def test_new_data_sensor_never_requests_a_partition_twice(setup):
+    spec, names, defs, instance = setup
+    write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=300)
+    first = _tick(defs, instance, names.sensor("new_data"))
+    instance.add_dynamic_partitions(names.partitions, first.dynamic_partitions_requests[0].partition_keys)
+    # Same cursor again (e.g. the tick's cursor update was lost): still no duplicate.
+    again = _tick(defs, instance, names.sensor("new_data"), cursor=None)
+    assert not again.run_requests
+    after = _tick(defs, instance, names.sensor("new_data"), cursor=first.cursor)
+    assert not after.run_requests
+
+
+def test_file_arriving_mid_tick_is_taken_next_tick(setup, tmp_path):
+    spec, names, defs, instance = setup
+    data = spec.model_dump(mode="json")
+    data["source"]["settle_seconds"] = 3600.0           # nothing settles during this tick
+    from mlops_assets.spec import PipelineSpec
+
+    slow = PipelineSpec.from_dict(data)
+    slow_defs = build_mlops_defs(slow)
+    write_day(slow.source.path, dt.date(2026, 1, 5), n_rows=300)
+    first = _tick(slow_defs, instance, names.sensor("new_data"))
+    assert not first.run_requests and "waiting to settle" in first.skip_reason.skip_message
+    # The file settles; the stored cursor did not move past it, so it is picked up.
+    data["source"]["settle_seconds"] = 0.0
+    settled_defs = build_mlops_defs(PipelineSpec.from_dict(data))
+    second = _tick(settled_defs, instance, names.sensor("new_data"), cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["loans_2026-01-05.parquet"]
+
+
+def _drift_event(names, partition, signal, data_version):
+    return dg.AssetMaterialization(
+        asset_key=names.key("drift_report"), partition=partition,
+        metadata={"retrain_signal": signal, "input_data_version": data_version, "drift_share": 0.6},
+    )
+
+
+def test_drift_sensor_fires_once_per_data_version(setup):
+    spec, names, defs, instance = setup
+    instance.add_dynamic_partitions(names.partitions, ["p1", "p2"])
+    instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
+    instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))   # recomputed report
+    instance.report_runless_asset_event(_drift_event(names, "p2", False, "dv-2"))
+    result = _tick(defs, instance, names.sensor("drift_retrain"))
+    assert [r.run_key for r in result.run_requests] == [retrain_run_key("drift", "dv-1")]
+    assert result.run_requests[0].tags["mlops/trigger"] == "drift"
+    # Next tick from the returned cursor: nothing new, and it says so.
+    nothing = _tick(defs, instance, names.sensor("drift_retrain"), cursor=result.cursor)
+    assert not nothing.run_requests and "no drift signal" in nothing.skip_reason.skip_message
+
+
+def test_retrain_run_key_is_stable_and_kind_specific():
+    assert retrain_run_key("drift", "abc") == retrain_run_key("drift", "abc")
+    assert retrain_run_key("drift", "abc") != retrain_run_key("performance", "abc")
