@@ -121,11 +121,93 @@ class LightGBMSpec(_Strict):
         return value
 
 
+class MLPSpec(_Strict):
+    """PyTorch MLP for tabular data (standardised numerics, embeddings for categoricals)."""
+
+    hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(512, ge=8)
+    max_epochs: int = Field(50, ge=1, le=10_000)
+    early_stopping_patience: int = Field(5, ge=1)
+    embedding_dim: int | None = Field(
+        None, ge=0, description="Unset: sized per feature; 0: one-hot encode categoricals."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(2, ge=1)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(h < 1 for h in value):
+            raise ValueError("every hidden size must be >= 1")
+        return value
+
+
+class SearchParam(_Strict):
+    """One dimension of a search space: a list of values, or a numeric range."""
+
+    values: list[float | int | str | bool] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchParam:
+        ranged = self.low is not None or self.high is not None
+        if (self.values is None) == (not ranged):
+            raise ValueError("give either 'values' or both 'low' and 'high'")
+        if self.values is not None and not self.values:
+            raise ValueError("'values' must not be empty")
+        if ranged:
+            if self.low is None or self.high is None or self.low >= self.high:
+                raise ValueError("'low' must be set and below 'high'")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SearchSpec(_Strict):
+    """Hyperparameter search; trials are chosen on the validation split, never the holdout."""
+
+    strategy: Literal["random", "grid"] = "random"
+    space: dict[str, SearchParam] = Field(min_length=1)
+    max_trials: int | None = Field(20, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchSpec:
+        if self.max_trials is None and self.max_seconds is None:
+            raise ValueError("set max_trials and/or max_seconds")
+        if self.strategy == "grid":
+            ranged = [k for k, p in self.space.items() if p.values is None]
+            if ranged:
+                raise ValueError(f"grid search needs 'values' for every parameter; {ranged} are ranges")
+        return self
+
+
 class ModelSpec(_Strict):
-    trainer: Literal["lightgbm"] = "lightgbm"
+    trainer: Literal["lightgbm", "mlp"] = "lightgbm"
     seed: int = 42
     decision_threshold: float = Field(0.5, gt=0, lt=1, description="Binary: score -> label cut.")
     lightgbm: LightGBMSpec = LightGBMSpec()
+    mlp: MLPSpec = MLPSpec()
+    search: SearchSpec | None = Field(None, description="Optional hyperparameter search.")
+
+    @model_validator(mode="after")
+    def _search_space_fits_trainer(self) -> ModelSpec:
+        if self.search is None:
+            return self
+        config = self.lightgbm if self.trainer == "lightgbm" else self.mlp
+        allowed = set(type(config).model_fields) - {"extra_params", "num_threads", "device"}
+        unknown = sorted(set(self.search.space) - allowed)
+        if unknown:
+            raise ValueError(
+                f"search.space: {unknown} are not {self.trainer} settings; choose from {sorted(allowed)}"
+            )
+        return self
 
 
 class GateSpec(_Strict):
@@ -142,7 +224,9 @@ class GateSpec(_Strict):
         None, ge=0, description="Largest main-metric gap between groups of the group column."
     )
     max_p99_latency_ms: float | None = Field(None, gt=0)
-    onnx_parity_tolerance: float = Field(1e-5, gt=0, le=1e-2)
+    onnx_parity_tolerance: float | None = Field(
+        None, gt=0, le=1e-2, description="Unset: 1e-5 for LightGBM, 1e-4 for the MLP."
+    )
     force_promote: bool = False
     force_reason: str | None = None
 
@@ -243,6 +327,12 @@ class PipelineSpec(_Strict):
     @property
     def feature_types(self) -> dict[str, FeatureType]:
         return {f.name: f.type for f in self.features}
+
+    @property
+    def parity_tolerance(self) -> float:
+        if self.gate.onnx_parity_tolerance is not None:
+            return self.gate.onnx_parity_tolerance
+        return 1e-4 if self.model.trainer == "mlp" else 1e-5
 
     @property
     def main_metric(self) -> str:

@@ -6,9 +6,10 @@ registry, in a fresh onnxruntime session, compared with the stored native model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
 import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
@@ -29,6 +30,11 @@ class EvaluationResult:
     parity_max_abs_diff: float
     smoke_test_error: str | None
     decision: GateDecision
+    importance: dict[str, float] = field(default_factory=dict)
+    # Kept for plots, not serialised.
+    y: np.ndarray | None = field(default=None, repr=False)
+    scores: np.ndarray | None = field(default=None, repr=False)
+    champion_scores: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -36,7 +42,7 @@ class EvaluationResult:
             "champion_version": self.champion_version, "champion_metrics": self.champion_metrics,
             "fairness": asdict(self.fairness) if self.fairness else None, "latency": self.latency,
             "parity_max_abs_diff": self.parity_max_abs_diff, "smoke_test_error": self.smoke_test_error,
-            "gate": self.decision.to_dict(),
+            "gate": self.decision.to_dict(), "permutation_importance": self.importance,
         }
 
 
@@ -61,7 +67,7 @@ def evaluate_candidate(
     try:
         smoke_test(bundle.onnx_bytes, X.shape[1])
         onnx_scores = bundle.scorer.predict(X)
-        parity = check_parity(native, onnx_scores, spec.gate.onnx_parity_tolerance).max_abs_diff
+        parity = check_parity(native, onnx_scores, spec.parity_tolerance).max_abs_diff
         lat = measure_latency(bundle.scorer, X, single_row_iters=latency_iters, batch_rows=min(len(X), 10_000))
         latency = {"single_row_p50_ms": lat.single_row_p50_ms, "single_row_p99_ms": lat.single_row_p99_ms,
                    "batch_rows_per_s": lat.batch_rows_per_s}
@@ -73,6 +79,7 @@ def evaluate_candidate(
 
     metrics = compute_metrics(spec.task, y, scores, threshold)
     champion_metrics = None
+    champion_scores = None
     if champion is not None:
         champion_scores = champion.score(holdout)
         champion_metrics = compute_metrics(
@@ -94,13 +101,33 @@ def evaluate_candidate(
         smoke_test_error=smoke_error,
         fairness_gap=fairness.main_metric_gap if fairness else None,
         p99_latency_ms=latency["single_row_p99_ms"] if latency else None,
+        parity_tolerance=spec.parity_tolerance,
     )
     return EvaluationResult(
         n_holdout=holdout.height, metrics=metrics, champion_version=champion_version,
         champion_metrics=champion_metrics, fairness=fairness, latency=latency,
         parity_max_abs_diff=float(parity), smoke_test_error=smoke_error, decision=decision,
+        importance=permutation_importance(spec, bundle, X, y, metrics[spec.main_metric], threshold)
+        if smoke_error is None else {},
+        y=y, scores=scores, champion_scores=champion_scores,
     )
 
 
-def _finite(x: float) -> bool:
-    return bool(np.isfinite(x))
+def permutation_importance(spec: PipelineSpec, bundle: ModelBundle, X: np.ndarray, y: np.ndarray,
+                           baseline: float, threshold: float, max_rows: int = 5_000) -> dict[str, float]:
+    """Drop in the main metric when one feature is shuffled: model-agnostic, so the same
+    table describes LightGBM and MLP models."""
+    from mlops_assets.core.metrics import HIGHER_IS_BETTER
+
+    rng = np.random.default_rng(spec.model.seed)
+    rows = rng.choice(len(X), size=min(len(X), max_rows), replace=False)
+    Xs, ys = X[rows], y[rows]
+    base = compute_metrics(spec.task, ys, bundle.scorer.predict(Xs), threshold)[spec.main_metric]
+    sign = 1.0 if HIGHER_IS_BETTER.get(spec.main_metric, True) else -1.0
+    out: dict[str, float] = {}
+    for j, name in enumerate(bundle.encoder.feature_names):
+        shuffled = Xs.copy()
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+        value = compute_metrics(spec.task, ys, bundle.scorer.predict(shuffled), threshold)[spec.main_metric]
+        out[name] = float(sign * (base - value))
+    return out

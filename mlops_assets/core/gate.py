@@ -85,6 +85,7 @@ def evaluate_gate(
     smoke_test_error: str | None = None,
     fairness_gap: float | None = None,
     p99_latency_ms: float | None = None,
+    parity_tolerance: float | None = None,
 ) -> GateDecision:
     """Apply every configured rule. A NaN value always fails its rule."""
     higher = HIGHER_IS_BETTER.get(main_metric, True)
@@ -94,7 +95,7 @@ def evaluate_gate(
         bad_value = value is not None and (isinstance(value, float) and math.isnan(value))
         rules.append(GateRule(name, value, limit, bool(ok) and not bad_value, detail))
 
-    tol = config.onnx_parity_tolerance
+    tol = parity_tolerance or config.onnx_parity_tolerance or 1e-5
     add("onnx_parity", parity_max_abs_diff, tol, parity_max_abs_diff <= tol,
         f"max |onnx - native| = {parity_max_abs_diff:.3g} (limit {tol:.0e})")
     add("onnx_smoke_test", None, None, smoke_test_error is None,

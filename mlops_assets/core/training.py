@@ -26,6 +26,7 @@ class TrainingOutcome:
     parity_max_abs_diff: float
     reference_profile: dict
     reference_sample: pl.DataFrame
+    search: object | None = None          # core.search.SearchResult when the spec searches
 
 
 def assemble_training_frame(frames: list[pl.DataFrame], spec: PipelineSpec) -> pl.DataFrame:
@@ -50,7 +51,7 @@ def class_labels(frame: pl.DataFrame, spec: PipelineSpec) -> list | None:
     return sorted(frame[spec.target].cast(pl.String).unique().drop_nulls().to_list())
 
 
-def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome:
+def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: str | None = None) -> TrainingOutcome:
     from mlops_assets.core.drift import build_profile
     from mlops_assets.core.scoring import check_parity, smoke_test
 
@@ -62,7 +63,7 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome
     X = {k: encoder.transform(v) for k, v in parts.items()}
     y = {k: encode_target(v[spec.target], spec, classes) for k, v in parts.items()}
 
-    model = _train(spec, X, y, classes)
+    model, search = _train(spec, X, y, classes, encoder, checkpoint_dir)
 
     if parts["holdout"].height == 0:
         raise TrainingDataError("the split left no holdout rows; the gate needs some")
@@ -78,7 +79,7 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome
     )
     smoke_test(model.onnx_bytes, len(model.feature_names))
     native = model.predict(X["holdout"])
-    parity = check_parity(native, bundle.scorer.predict(X["holdout"]), spec.gate.onnx_parity_tolerance)
+    parity = check_parity(native, bundle.scorer.predict(X["holdout"]), spec.parity_tolerance)
 
     train_scores = bundle.scorer.predict(X["train"])
     profiled = parts["train"].select(spec.feature_names).with_columns(
@@ -92,7 +93,7 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec) -> TrainingOutcome
         model=model, bundle=bundle, train_rows=parts["train"].height, valid_rows=parts["valid"].height,
         holdout=parts["holdout"], data_version=data_hash(frame.drop(SPLIT_COLUMN)),
         parity_max_abs_diff=parity.max_abs_diff, reference_profile=profile.to_dict(),
-        reference_sample=sample,
+        reference_sample=sample, search=search,
     )
 
 
@@ -108,14 +109,57 @@ def _prediction_series(task: str, scores: np.ndarray, classes: list | None) -> p
     return pl.Series(PREDICTION_COLUMN, prediction_for_drift(task, scores))
 
 
-def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None) -> TrainedModel:
+def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None, encoder: FeatureEncoder,
+           checkpoint_dir: str | None = None):
+    """Train once, or run the spec's search and keep the best trial (on validation data)."""
+    num_class = len(classes) if classes else None
+    base = spec.model.lightgbm if spec.model.trainer == "lightgbm" else spec.model.mlp
+
+    def fit(overrides: dict):
+        config = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
+        return _fit_one(spec, config, X, y, num_class, encoder, checkpoint_dir if not overrides else None)
+
+    if spec.model.search is None:
+        return fit({}), None
+    from mlops_assets.core.metrics import HIGHER_IS_BETTER, compute_metrics
+    from mlops_assets.core.search import run_search
+
+    if len(y["valid"]) == 0:
+        raise TrainingDataError("hyperparameter search needs validation rows; raise split.validation_fraction")
+    metric = spec.main_metric
+
+    def score(model) -> float:
+        return compute_metrics(spec.task, y["valid"], model.predict(X["valid"]),
+                               spec.model.decision_threshold)[metric]
+
+    result = run_search(spec.model.search, seed=spec.model.seed, train=fit, score=score, metric=metric,
+                        higher_is_better=HIGHER_IS_BETTER.get(metric, True))
+    return result.best.model, result
+
+
+def _fit_one(spec: PipelineSpec, config, X: dict, y: dict, num_class: int | None, encoder: FeatureEncoder,
+             checkpoint_dir: str | None) -> TrainedModel:
     if spec.model.trainer == "lightgbm":
         from mlops_assets.core.trainers.lightgbm_trainer import train_lightgbm
 
         return train_lightgbm(
             X["train"], y["train"], X["valid"], y["valid"],
-            task=spec.task, feature_names=spec.feature_names, config=spec.model.lightgbm,
-            seed=spec.model.seed, target_name=spec.target,
-            num_class=len(classes) if classes else None,
+            task=spec.task, feature_names=spec.feature_names, config=config,
+            seed=spec.model.seed, target_name=spec.target, num_class=num_class,
+        )
+    if spec.model.trainer == "mlp":
+        from mlops_assets.core.trainers.mlp_trainer import MLPConfig, train_mlp
+
+        fields = config.model_dump()
+        fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+        categorical = {
+            i: len(encoder.categories[name])
+            for i, name in enumerate(encoder.feature_names) if encoder.kinds[name] == "categorical"
+        }
+        return train_mlp(
+            X["train"], y["train"], X["valid"], y["valid"],
+            task=spec.task, feature_names=spec.feature_names, categorical=categorical,
+            config=MLPConfig(**fields), seed=spec.model.seed, target_name=spec.target,
+            num_class=num_class, checkpoint_dir=checkpoint_dir,
         )
     raise TrainingDataError(f"model.trainer: unknown trainer '{spec.model.trainer}'")

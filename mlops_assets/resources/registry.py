@@ -164,6 +164,7 @@ def log_and_register(
     dataset: Any | None = None,
     extra_artifacts: list[Path] | None = None,
     input_example: Any | None = None,
+    trials: list[dict] | None = None,
 ) -> tuple[str, str, str]:
     """One MLflow run: params, metrics, dataset input, pyfunc model -> new version.
 
@@ -180,6 +181,12 @@ def log_and_register(
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
             if dataset is not None:
                 mlflow.log_input(dataset, context="training")
+            for trial in trials or []:
+                # One nested run per search trial, scored on the validation split.
+                with mlflow.start_run(run_name=f"trial-{trial['index']}", nested=True):
+                    mlflow.log_params({k: str(v) for k, v in trial["params"].items()})
+                    mlflow.log_metrics({f"valid_{trial['metric']}": trial["score"], "seconds": trial["seconds"]})
+                    mlflow.set_tag("best", str(trial["best"]).lower())
             for path in extra_artifacts or []:
                 mlflow.log_artifact(str(path))
             signature = None

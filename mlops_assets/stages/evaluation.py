@@ -5,9 +5,12 @@ registry step only ever promotes a blessed (or audited force-promoted) version.
 """
 
 
+import tempfile
+
 import dagster as dg
 
 from mlops_assets.core.bundle import ModelBundle
+from mlops_assets.core.plots import evaluation_plots
 from mlops_assets.resources.registry import CHALLENGER, CHAMPION
 from mlops_assets.stages.common import Names, Paths, markdown_table, metrics_markdown
 
@@ -55,12 +58,19 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
         report = {"version": candidate.version, **result.to_dict()}
         uri = storage.write_json(paths.evaluation(candidate.version), report)
 
-        with registry.activated() as mlflow:
-            client = mlflow.MlflowClient()
-            for name, value in result.metrics.items():
-                if value == value:
-                    client.log_metric(candidate.run_id, f"holdout_{name}", value)
-            client.log_dict(candidate.run_id, report, "evaluation/report.json")
+        plot_uris = {}
+        with tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp:
+            plots = evaluation_plots(spec.task, result.y, result.scores, result.importance, tmp,
+                                     champion_score=result.champion_scores)
+            with registry.activated() as mlflow:
+                client = mlflow.MlflowClient()
+                for name, value in result.metrics.items():
+                    if value == value:
+                        client.log_metric(candidate.run_id, f"holdout_{name}", value)
+                client.log_dict(candidate.run_id, report, "evaluation/report.json")
+                for name, path in plots.items():
+                    client.log_artifact(candidate.run_id, str(path), "evaluation/plots")
+                    plot_uris[name] = storage.write_file(f"{paths.model_dir(candidate.version)}/plots/{path.name}", path)
         gate_tags = {"gate_passed": str(decision.passed).lower(), "gate_message": decision.message()[:4000]}
         if not decision.passed:
             gate_tags["approval"] = "rejected"
@@ -81,9 +91,21 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
         metadata.update({f"holdout_{k}": v for k, v in result.metrics.items() if v == v})
         if result.latency:
             metadata.update({k: round(v, 4) for k, v in result.latency.items()})
+        for name, uri in plot_uris.items():
+            metadata[f"plot_{name}"] = dg.MetadataValue.path(uri)
+        if result.importance:
+            top = sorted(result.importance.items(), key=lambda kv: -kv[1])[:10]
+            metadata["permutation_importance"] = dg.MetadataValue.md(
+                markdown_table([{"feature": k, "metric_drop": v} for k, v in top]))
         if result.fairness:
             metadata["slices"] = dg.MetadataValue.md(markdown_table(result.fairness.groups))
-            metadata["fairness_gap"] = result.fairness.main_metric_gap
+            fair = result.fairness
+            metadata["fairness_gap"] = fair.main_metric_gap
+            metadata["fairness_worst_to_best_ratio"] = fair.worst_to_best_ratio
+            if fair.demographic_parity_difference is not None:
+                metadata["demographic_parity_difference"] = fair.demographic_parity_difference
+            if fair.equal_opportunity_difference is not None:
+                metadata["equal_opportunity_difference"] = fair.equal_opportunity_difference
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[dg.AssetCheckResult(

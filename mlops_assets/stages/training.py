@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from mlops_assets.core.bundle import PROFILE_FILE, SAMPLE_FILE
+from mlops_assets.core.features import data_hash
 from mlops_assets.core.training import assemble_training_frame, train_from_frame
 from mlops_assets.lineage import code_version, git_sha
 from mlops_assets.resources.registry import CHALLENGER, log_and_register
@@ -41,7 +42,8 @@ def build_training_asset(names: Names) -> dg.AssetsDefinition:
         frames = [storage.read_parquet(p) for p in files]
         frame = assemble_training_frame(frames, spec)
         context.log.info(f"training on {frame.height} rows from {len(files)} partitions")
-        outcome = train_from_frame(frame, spec)
+        checkpoints = spec.state_path("checkpoints", spec.name, f"{data_hash(frame)}-{spec.spec_hash}")
+        outcome = train_from_frame(frame, spec, checkpoint_dir=str(checkpoints))
         model = outcome.model
 
         tags = {
@@ -72,6 +74,7 @@ def build_training_asset(names: Names) -> dg.AssetsDefinition:
                 tags=tags,
                 dataset=dataset,
                 input_example=outcome.reference_sample.head(5).to_pandas(),
+                trials=_trial_rows(outcome.search),
             )
             registry.set_alias(names.model_name, CHALLENGER, version)
             for f in sorted(bundle_dir.iterdir()):
@@ -86,6 +89,13 @@ def build_training_asset(names: Names) -> dg.AssetsDefinition:
         }
         storage.write_json(paths.training_record(version), record)
         top = sorted(model.feature_importance.items(), key=lambda kv: -kv[1])[:10]
+        search_md = {}
+        if outcome.search is not None:
+            rows = [{"trial": t.index, **t.params, f"valid_{outcome.search.metric}": t.score}
+                    for t in outcome.search.trials]
+            search_md = {"search": dg.MetadataValue.md(markdown_table(rows)),
+                         "search_best_trial": outcome.search.best.index,
+                         "search_stopped_by": outcome.search.stopped_by}
         return dg.MaterializeResult(
             metadata={
                 "model_version": version,
@@ -103,11 +113,19 @@ def build_training_asset(names: Names) -> dg.AssetsDefinition:
                 "feature_importance": dg.MetadataValue.md(
                     markdown_table([{"feature": k, "gain_share": v} for k, v in top])
                 ),
+                **search_md,
             },
             data_version=dg.DataVersion(f"{outcome.data_version}-v{version}"),
         )
 
     return trained_model
+
+
+def _trial_rows(search) -> list[dict]:
+    if search is None:
+        return []
+    return [{"index": t.index, "params": t.params, "score": t.score, "seconds": t.seconds,
+             "metric": search.metric, "best": t is search.best} for t in search.trials]
 
 
 def _json(payload: dict) -> str:

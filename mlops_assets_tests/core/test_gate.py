@@ -67,7 +67,7 @@ def test_gate_never_promotes_a_rule_breaker(value, champ, parity, gap, latency, 
                       champion=None if champ is None else {"roc_auc": champ},
                       parity_max_abs_diff=parity, fairness_gap=gap, p99_latency_ms=latency)
     breaks = (
-        parity > cfg.onnx_parity_tolerance
+        parity > 1e-5
         or (min_metric is not None and value < min_metric)
         or (champ is not None and max_reg is not None and champ - value > max_reg)
         or (max_gap is not None and gap > max_gap)

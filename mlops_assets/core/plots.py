@@ -1,0 +1,86 @@
+"""Evaluation plots as PNG files: ROC, PR, calibration, feature importance, residuals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")   # headless: no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    return plt, fig, ax
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def evaluation_plots(
+    task: str, y: np.ndarray, score: np.ndarray, importance: dict[str, float], out_dir: str | Path,
+    champion_score: np.ndarray | None = None,
+) -> dict[str, Path]:
+    """Write the task's plots into `out_dir`; returns {name: path}."""
+    from sklearn import metrics as skm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if task == "binary" and len(np.unique(y)) == 2:
+        plt, fig, ax = _figure()
+        for label, s in (("challenger", score), ("champion", champion_score)):
+            if s is not None:
+                fpr, tpr, _ = skm.roc_curve(y, s)
+                ax.plot(fpr, tpr, label=f"{label} AUC={skm.roc_auc_score(y, s):.3f}")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        ax.legend(loc="lower right")
+        paths["roc"] = _save(plt, fig, out / "roc.png")
+
+        plt, fig, ax = _figure()
+        for label, s in (("challenger", score), ("champion", champion_score)):
+            if s is not None:
+                p, r, _ = skm.precision_recall_curve(y, s)
+                ax.plot(r, p, label=f"{label} AP={skm.average_precision_score(y, s):.3f}")
+        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+        ax.legend(loc="upper right")
+        paths["pr"] = _save(plt, fig, out / "pr.png")
+
+        plt, fig, ax = _figure()
+        from sklearn.calibration import calibration_curve
+
+        frac, mean = calibration_curve(y, score, n_bins=10, strategy="quantile")
+        ax.plot(mean, frac, "o-", label="challenger")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
+        ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title="Calibration")
+        ax.legend(loc="upper left")
+        paths["calibration"] = _save(plt, fig, out / "calibration.png")
+    elif task == "multiclass":
+        plt, fig, ax = _figure()
+        cm = skm.confusion_matrix(y.astype(int), np.argmax(score, axis=1), normalize="true")
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+        ax.set(xlabel="predicted class", ylabel="true class", title="Confusion (row-normalised)")
+        paths["confusion"] = _save(plt, fig, out / "confusion.png")
+    elif task == "regression":
+        plt, fig, ax = _figure()
+        resid = y - score
+        ax.scatter(score, resid, s=3, alpha=0.4)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(xlabel="prediction", ylabel="residual (actual - predicted)", title="Residuals")
+        paths["residuals"] = _save(plt, fig, out / "residuals.png")
+
+    if importance:
+        plt, fig, ax = _figure()
+        items = sorted(importance.items(), key=lambda kv: kv[1])[-15:]
+        ax.barh([k for k, _ in items], [v for _, v in items])
+        ax.set(xlabel="drop in main metric when shuffled", title="Feature importance (permutation)")
+        paths["feature_importance"] = _save(plt, fig, out / "feature_importance.png")
+    return paths
