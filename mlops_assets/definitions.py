@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.automation.jobs import build_jobs
+from mlops_assets.automation.rollback import build_rollback_job
 from mlops_assets.automation.schedules import build_batch_inference_schedule
 from mlops_assets.automation.sensors import build_drift_retrain_sensor, build_new_data_sensor
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
@@ -63,7 +64,7 @@ def build_mlops_defs(
     jobs = build_jobs(names, partitions)
     return dg.Definitions(
         assets=assets,
-        jobs=jobs.all(),
+        jobs=[*jobs.all(), build_rollback_job(names)],
         sensors=[build_new_data_sensor(names, jobs), build_drift_retrain_sensor(names, jobs)],
         schedules=[build_batch_inference_schedule(names, jobs)],
         resources={

@@ -5,7 +5,8 @@ TreeEnsembleRegressor/Classifier with float32 thresholds, leaf weights and
 output. It rejects a double input, and its ``split=`` option only sums chunks
 of trees in double before casting back to float32. On 200 trees x 63 leaves,
 scored on 1M rows, its probabilities differ from ``Booster.predict`` by up to
-0.0083, because rows near a threshold take the other branch.
+0.0083: a threshold rounded to float32 can land on a data value, so rows that
+hold that value take the other branch, and the leaf sums lose digits too.
 
 This module reads ``Booster.dump_model()`` (thresholds and leaf values are
 printed with 17 significant digits, so they round-trip exactly) and emits
@@ -47,7 +48,7 @@ K_ZERO_THRESHOLD = float(np.float32(1e-35))
 
 _OPSET_DEFAULT = 21  # first default-domain opset paired with ai.onnx.ml 5
 _OPSET_ML = 5  # TreeEnsemble with double outputs
-_IR_VERSION = 10  # what onnx 1.16+ writes for opset 21, loadable by ORT >= 1.18
+_IR_VERSION = 10  # onnx 1.16's IR; TreeEnsemble itself needs onnxruntime >= 1.20
 
 _IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 _EXP_OBJECTIVES = {"poisson", "gamma", "tweedie"}

@@ -72,6 +72,10 @@ def generate_loans(
     )
     defaulted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
+    # The lender's risk grade (a multiclass target for examples): mostly score-driven.
+    risk = (850 - credit_score) / 55 + debt_to_income / 20 + delinquencies_2y * 0.6 + rng.normal(0, 0.7, n)
+    grade = np.array(list("ABCD"))[np.digitize(risk, [2.0, 3.2, 4.4])]
+
     # Realistic gaps: some applicants omit income-related fields.
     employment_years[rng.random(n) < 0.02] = np.nan
     debt_to_income[rng.random(n) < 0.01] = np.nan
@@ -96,6 +100,7 @@ def generate_loans(
             "home_ownership": home,
             "region": region,
             "gender": gender,
+            "grade": grade,
             "defaulted": defaulted,
         }
     )

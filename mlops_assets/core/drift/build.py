@@ -182,7 +182,12 @@ def build_profile(
             # Small references (<= 1000 rows, where Evidently uses KS) must be stored exactly.
             raise ValueError("sketch_size must be >= 1000")
         return _build_reference(
-            data, dict(columns), prediction_column, sketch_size, psi_bins, max_categories,
+            data,
+            dict(columns),
+            prediction_column,
+            sketch_size,
+            psi_bins,
+            max_categories,
             _threads(threads),
         )
     return _build_current(
@@ -201,7 +206,9 @@ def _build_reference(
 ) -> DatasetProfile:
     needed = list(columns) + ([prediction_column] if prediction_column else [])
     families = schema_families(data)
-    _check_kinds(families, {**columns, **({prediction_column: "numeric"} if prediction_column else {})})
+    _check_kinds(
+        families, {**columns, **({prediction_column: "numeric"} if prediction_column else {})}
+    )
     frame = _as_polars(data, needed)
     n_rows = _n_rows(frame)
 
@@ -213,7 +220,9 @@ def _build_reference(
     def profile(name: str, kind: str):
         fam = families[name]
         if kind == "numeric":
-            return numeric_reference(column(name), sketch_size=sketch_size, psi_bins=psi_bins, dtype=fam)
+            return numeric_reference(
+                column(name), sketch_size=sketch_size, psi_bins=psi_bins, dtype=fam
+            )
         return categorical_reference(column(name), max_categories=max_categories, dtype=fam)
 
     jobs = list(columns.items()) + ([(prediction_column, "numeric")] if prediction_column else [])
@@ -297,7 +306,9 @@ def _build_current(
     )
 
 
-def profile_frame(data: Any, columns: Mapping[str, ColumnKind] | None = None, **kwargs: Any) -> DatasetProfile:
+def profile_frame(
+    data: Any, columns: Mapping[str, ColumnKind] | None = None, **kwargs: Any
+) -> DatasetProfile:
     """Alias of :func:`build_profile` for in-memory polars/pandas frames."""
     return build_profile(data, columns, **kwargs)
 
@@ -318,6 +329,10 @@ def profile_parquet(
     paths = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
     lf = pl.scan_parquet(paths)
     return build_profile(
-        lf, columns, reference=reference, prediction_column=prediction_column,
-        chunk_rows=chunk_rows, **kwargs,
+        lf,
+        columns,
+        reference=reference,
+        prediction_column=prediction_column,
+        chunk_rows=chunk_rows,
+        **kwargs,
     )

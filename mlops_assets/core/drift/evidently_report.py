@@ -74,8 +74,9 @@ def parse_snapshot(snapshot: Any) -> dict[str, Any]:
     return {"columns": verdicts, "share": share}
 
 
-def evidently_verdicts(reference_df: Any, current_df: Any,
-                       columns: Mapping[str, ColumnKind]) -> dict[str, bool]:
+def evidently_verdicts(
+    reference_df: Any, current_df: Any, columns: Mapping[str, ColumnKind]
+) -> dict[str, bool]:
     """Evidently ``DataDriftPreset`` verdicts {column: drifted} on the full frames."""
     snapshot = _run(_to_pandas(reference_df), _to_pandas(current_df), columns)
     return parse_snapshot(snapshot)["columns"]
@@ -114,11 +115,20 @@ def render_evidently_report(
     reference, current = _to_pandas(reference), _to_pandas(current)
     path = Path(html_path)
     if len(current) == 0:
-        page = ("<html><body><h1>Data drift</h1><p>The current data has no rows: drift was not "
-                "computed.</p></body></html>")
+        page = (
+            "<html><body><h1>Data drift</h1><p>The current data has no rows: drift was not "
+            "computed.</p></body></html>"
+        )
         _write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-        return {"columns": {}, "share": 0.0, "dataset_drift": False, "n_reference":
-                len(reference), "n_current": 0, "html_path": str(path), "empty": True}
+        return {
+            "columns": {},
+            "share": 0.0,
+            "dataset_drift": False,
+            "n_reference": len(reference),
+            "n_current": 0,
+            "html_path": str(path),
+            "empty": True,
+        }
     if len(reference) > sample_rows:
         reference = reference.sample(n=sample_rows, random_state=seed)
     if len(current) > sample_rows:

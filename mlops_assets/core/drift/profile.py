@@ -34,7 +34,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -203,7 +203,7 @@ class CategoricalProfile:
         return json.dumps(self.categories).encode() + (b"|other" if self.other_count else b"")
 
 
-ColumnProfile = Union[NumericProfile, CategoricalProfile]
+ColumnProfile = NumericProfile | CategoricalProfile
 
 
 def column_profile_from_dict(d: dict[str, Any]) -> ColumnProfile:

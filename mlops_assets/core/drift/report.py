@@ -21,7 +21,7 @@ METHOD_LABELS = {
 def _num(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if value != 0 and abs(value) < 10 ** -digits:
+    if value != 0 and abs(value) < 10**-digits:
         return f"{value:.1e}"
     return f"{value:.{digits}f}"
 
@@ -38,9 +38,18 @@ def _row(f: FeatureDrift) -> str:
         verdict += f" ({f.note})"
     unseen = "-" if f.unseen_share is None else f"{f.unseen_share * 100:.2f}%"
     cells = [
-        f"`{f.name}`", f.kind, METHOD_LABELS.get(f.method, f.method), _num(f.score, 4),
-        _num(f.threshold, 2), verdict, _num(f.psi), _num(f.js_distance),
-        _num(f.wasserstein_norm), _num(f.ks_pvalue, 4), _pct(f.missing_rate_delta), unseen,
+        f"`{f.name}`",
+        f.kind,
+        METHOD_LABELS.get(f.method, f.method),
+        _num(f.score, 4),
+        _num(f.threshold, 2),
+        verdict,
+        _num(f.psi),
+        _num(f.js_distance),
+        _num(f.wasserstein_norm),
+        _num(f.ks_pvalue, 4),
+        _pct(f.missing_rate_delta),
+        unseen,
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -68,12 +77,19 @@ def result_to_markdown(result: DriftResult, sort_by_score: bool = True) -> str:
         features.sort(key=lambda f: (not f.drifted, -f.severity, f.name))
     lines += [_row(f) for f in features]
     if result.prediction is not None:
-        lines += ["", "Prediction drift (not counted in the share):", "", HEADER,
-                  _row(result.prediction)]
+        lines += [
+            "",
+            "Prediction drift (not counted in the share):",
+            "",
+            HEADER,
+            _row(result.prediction),
+        ]
     lines += [
         "",
-        "Score is the value the verdict is taken on: a p-value for KS, chi-square and z "
-        "(drift when below the threshold) or a distance (drift when at or above it). "
-        "PSI, JS, W/std and KS p are shown for every column they apply to.",
+        (
+            "Score is the value the verdict is taken on: a p-value for KS, chi-square and z "
+            "(drift when below the threshold) or a distance (drift when at or above it). "
+            "PSI, JS, W/std and KS p are shown for every column they apply to."
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -110,10 +110,20 @@ def numeric_reference(
     if n == 0:
         empty = np.zeros(0)
         return NumericProfile(
-            n_rows=raw.size, n_missing=raw.size, mean=None, std=None, min=None, max=None,
-            edges=empty, point_counts=np.zeros(0, np.int64), gap_counts=np.zeros(1, np.int64),
-            gap_sums=np.zeros(1), psi_edges=empty, psi_counts=np.zeros(1, np.int64),
-            exact=True, dtype=dtype,
+            n_rows=raw.size,
+            n_missing=raw.size,
+            mean=None,
+            std=None,
+            min=None,
+            max=None,
+            edges=empty,
+            point_counts=np.zeros(0, np.int64),
+            gap_counts=np.zeros(1, np.int64),
+            gap_sums=np.zeros(1),
+            psi_edges=empty,
+            psi_counts=np.zeros(1, np.int64),
+            exact=True,
+            dtype=dtype,
         )
     distinct = np.concatenate(([True], v[1:] != v[:-1]))
     n_distinct = int(np.count_nonzero(distinct))

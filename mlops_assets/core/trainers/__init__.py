@@ -13,4 +13,8 @@ def native_predict(trainer: str, native_bytes: bytes, X):
 
         booster = lgb.Booster(model_str=native_bytes.decode())
         return booster.predict(np.ascontiguousarray(X, dtype=np.float64))
+    elif trainer == "mlp":
+        from mlops_assets.core.trainers import mlp_model  # imports torch: keep it lazy
+
+        return mlp_model.predict(mlp_model.deserialise(native_bytes), X)
     raise ValueError(f"unknown trainer '{trainer}'")
