@@ -1,6 +1,5 @@
 """`<name>_rollback_job`: move `champion` back to a previously approved version, audited."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

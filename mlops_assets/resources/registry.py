@@ -102,11 +102,19 @@ class MLflowRegistry(dg.ConfigurableResource):
     def list_versions(self, model_name: str) -> list[VersionInfo]:
         from mlflow.exceptions import MlflowException
 
+        client = self.client()
         try:
-            found = self.client().search_model_versions(f"name='{model_name}'")
+            found = client.search_model_versions(f"name='{model_name}'")
+            # search results leave `aliases` empty; the registered model has the map.
+            alias_map = client.get_registered_model(model_name).aliases or {}
         except MlflowException:
             return []
-        return sorted((_info(v) for v in found), key=lambda v: int(v.version))
+        infos = []
+        for v in found:
+            info = _info(v)
+            aliases = sorted(a for a, ver in alias_map.items() if str(ver) == info.version)
+            infos.append(VersionInfo(info.name, info.version, info.run_id, info.tags, aliases, info.source))
+        return sorted(infos, key=lambda v: int(v.version))
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(model_name, alias, str(version))

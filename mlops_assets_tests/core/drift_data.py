@@ -37,24 +37,30 @@ def make_frame(n: int, seed: int, drift: bool) -> pl.DataFrame:
     values = r.normal(5.0, 2.0, n)
     miss = r.random(n) < (0.20 if drift else 0.05)
     values = np.where(miss, missing, values)
-    frame = pl.DataFrame({
-        "n_same": r.normal(0.0, 1.0, n),
-        "n_shift": r.normal(0.4 if drift else 0.0, 1.0, n),
-        "n_scale": r.lognormal(0.0, 1.0, n) * (1.3 if drift else 1.0),
-        "n_int": r.integers(0, 1000, n),
-        "n_low": r.choice([1.0, 2.0, 3.0, 4.0], n, p=[0.4, 0.3, 0.2, 0.1] if drift else [0.25] * 4),
-        "n_bin": r.choice([0.0, 1.0], n, p=[0.6, 0.4] if drift else [0.5, 0.5]),
-        "n_heavy": r.standard_t(2, n),
-        "n_missing": values,
-        "c_same": CATS.gather(r.choice(10, n, p=UNIFORM10)),
-        "c_shift": CATS.gather(r.choice(10, n, p=SKEWED10 if drift else UNIFORM10)),
-        "c_unseen": CATS.gather(r.integers(0, 12 if drift else 10, n)),
-        "c_bin": CATS.gather(r.choice(2, n, p=[0.56, 0.44] if drift else [0.5, 0.5])),
-    })
+    frame = pl.DataFrame(
+        {
+            "n_same": r.normal(0.0, 1.0, n),
+            "n_shift": r.normal(0.4 if drift else 0.0, 1.0, n),
+            "n_scale": r.lognormal(0.0, 1.0, n) * (1.3 if drift else 1.0),
+            "n_int": r.integers(0, 1000, n),
+            "n_low": r.choice(
+                [1.0, 2.0, 3.0, 4.0], n, p=[0.4, 0.3, 0.2, 0.1] if drift else [0.25] * 4
+            ),
+            "n_bin": r.choice([0.0, 1.0], n, p=[0.6, 0.4] if drift else [0.5, 0.5]),
+            "n_heavy": r.standard_t(2, n),
+            "n_missing": values,
+            "c_same": CATS.gather(r.choice(10, n, p=UNIFORM10)),
+            "c_shift": CATS.gather(r.choice(10, n, p=SKEWED10 if drift else UNIFORM10)),
+            "c_unseen": CATS.gather(r.integers(0, 12 if drift else 10, n)),
+            "c_bin": CATS.gather(r.choice(2, n, p=[0.56, 0.44] if drift else [0.5, 0.5])),
+        }
+    )
     # Half of the missing values as real nulls, half as NaN.
     half = pl.Series(r.random(n) < 0.5)
     return frame.with_columns(
-        pl.when(pl.col("n_missing").is_nan() & half).then(None).otherwise(pl.col("n_missing"))
+        pl.when(pl.col("n_missing").is_nan() & half)
+        .then(None)
+        .otherwise(pl.col("n_missing"))
         .alias("n_missing")
     )
 

@@ -78,11 +78,10 @@ def test_ks_statistic_matches_scipy(name, ref_df, cur_df, result):
     x, y = finite(ref_df, name), finite(cur_df, name)
     exact = stats.ks_2samp(x, y)
     f = _by_name(result)[name]
-    # Exact at every sketch edge; in between within the largest gap mass (~1/sketch_size).
-    assert f.ks_statistic == pytest.approx(exact.statistic, abs=1.5e-3)
-    if exact.pvalue > 1e-6:
-        assert f.ks_pvalue == pytest.approx(stats.kstwo.sf(f.ks_statistic, round(
-            len(x) * len(y) / (len(x) + len(y)))), rel=1e-9)
+    # Exact at every sketch edge; in between from the sketch (bounded by the gap mass).
+    assert f.ks_statistic == pytest.approx(exact.statistic, abs=3e-4)
+    if exact.pvalue > 1e-6:  # reported p-value: limiting distribution at this size
+        assert f.ks_pvalue == pytest.approx(exact.pvalue, abs=0.04)
 
 
 def test_ks_exact_on_small_reference():
@@ -129,8 +128,10 @@ def _value_freqs(ref: pl.Series, cur: pl.Series):
     r, c = ref.drop_nulls().value_counts(), cur.drop_nulls().value_counts()
     keys = sorted(set(r[:, 0].to_list()) | set(c[:, 0].to_list()))
     rd, cd = dict(r.iter_rows()), dict(c.iter_rows())
-    return (np.array([rd.get(k, 0) for k in keys], float), np.array([cd.get(k, 0) for k in keys],
-                                                                    float))
+    return (
+        np.array([rd.get(k, 0) for k in keys], float),
+        np.array([cd.get(k, 0) for k in keys], float),
+    )
 
 
 @pytest.mark.parametrize("name", CATEGORICAL + ["n_low", "n_bin"])
@@ -182,28 +183,41 @@ def _profiles_for_share():
 
 
 def test_per_feature_method_and_threshold_override(ref_profile, cur_profile):
-    config = DriftConfig(per_feature={
-        "n_same": FeatureDriftConfig(method="psi", threshold=1e-6),
-        "n_shift": FeatureDriftConfig(threshold=0.9),
-        "n_int": FeatureDriftConfig(method="ks", threshold=0.999),
-        "c_same": FeatureDriftConfig(method="chisquare"),
-        "n_heavy": FeatureDriftConfig(method="jensenshannon"),
-    })
+    config = DriftConfig(
+        per_feature={
+            "n_same": FeatureDriftConfig(method="psi", threshold=1e-6),
+            "n_shift": FeatureDriftConfig(threshold=0.9),
+            "n_int": FeatureDriftConfig(method="ks", threshold=0.999),
+            "c_same": FeatureDriftConfig(method="chisquare"),
+            "n_heavy": FeatureDriftConfig(method="jensenshannon"),
+        }
+    )
     res = _by_name(compare_profiles(ref_profile, cur_profile, config))
     assert (res["n_same"].method, res["n_same"].threshold, res["n_same"].drifted) == (
-        "psi", 1e-6, True)
+        "psi",
+        1e-6,
+        True,
+    )
     assert res["n_same"].score == res["n_same"].psi
     assert (res["n_shift"].method, res["n_shift"].drifted) == ("wasserstein", False)
     assert res["n_int"].method == "ks" and res["n_int"].score == res["n_int"].ks_pvalue
+    n1, n2 = res["n_int"].n_reference, res["n_int"].n_current  # KS decides: scipy's exact path
+    assert res["n_int"].ks_pvalue == stats.kstwo.sf(
+        res["n_int"].ks_statistic, round(n1 * n2 / (n1 + n2))
+    )
     assert res["n_int"].drifted == (res["n_int"].ks_pvalue <= 0.999)
     assert res["c_same"].method == "chisquare" and res["c_same"].threshold == 0.05
     assert res["n_heavy"].method == "jensenshannon" and not res["n_heavy"].drifted
     with pytest.raises(DriftInputError, match="c_same"):
-        compare_profiles(ref_profile, cur_profile,
-                         DriftConfig(per_feature={"c_same": FeatureDriftConfig("wasserstein")}))
+        compare_profiles(
+            ref_profile,
+            cur_profile,
+            DriftConfig(per_feature={"c_same": FeatureDriftConfig("wasserstein")}),
+        )
     with pytest.raises(DriftInputError, match="nope"):
-        compare_profiles(ref_profile, cur_profile,
-                         DriftConfig(per_feature={"nope": FeatureDriftConfig("psi")}))
+        compare_profiles(
+            ref_profile, cur_profile, DriftConfig(per_feature={"nope": FeatureDriftConfig("psi")})
+        )
 
 
 def test_small_reference_uses_ks_chisquare_and_z():
@@ -233,8 +247,9 @@ def test_json_round_trip_and_size(tmp_path, ref_profile, cur_profile, result):
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_streaming_parquet_equals_in_memory(tmp_path, cur_df, ref_profile, cur_profile,
-                                            monkeypatch):
+def test_streaming_parquet_equals_in_memory(
+    tmp_path, cur_df, ref_profile, cur_profile, monkeypatch
+):
     parts = [cur_df.slice(0, 20_000), cur_df.slice(20_000, 17_000), cur_df.slice(37_000, 13_000)]
     for i, part in enumerate(parts):
         part.write_parquet(tmp_path / f"part-{i}.parquet", row_group_size=4_000)
@@ -246,24 +261,29 @@ def test_streaming_parquet_equals_in_memory(tmp_path, cur_df, ref_profile, cur_p
         return original(self, series)
 
     monkeypatch.setattr(sketch_mod.NumericAccumulator, "add", spy)
-    streamed = profile_parquet(str(tmp_path / "*.parquet"), reference=ref_profile,
-                               chunk_rows=7_000)
+    streamed = profile_parquet(str(tmp_path / "*.parquet"), reference=ref_profile, chunk_rows=7_000)
     assert streamed.n_chunks == math.ceil(50_000 / 7_000)
     assert max(seen) <= 7_000 and sum(seen) == 50_000 * len(NUMERIC)
     assert streamed.n_rows == cur_profile.n_rows == 50_000
-    listed = profile_parquet([str(tmp_path / f"part-{i}.parquet") for i in range(3)],
-                             reference=ref_profile, chunk_rows=50_000)
+    listed = profile_parquet(
+        [str(tmp_path / f"part-{i}.parquet") for i in range(3)],
+        reference=ref_profile,
+        chunk_rows=50_000,
+    )
     for other in (streamed, listed):
         for name, a in cur_profile.columns.items():
             da, db = a.to_dict(), other.columns[name].to_dict()
             for key, value in da.items():
                 if isinstance(value, float) or key == "gap_sums":
-                    np.testing.assert_allclose(db[key], value, rtol=1e-9, atol=1e-9,
-                                               err_msg=f"{name}.{key}")
+                    np.testing.assert_allclose(
+                        db[key], value, rtol=1e-9, atol=1e-9, err_msg=f"{name}.{key}"
+                    )
                 else:
                     assert db[key] == value, f"{name}.{key}"
-        assert compare_profiles(ref_profile, other).drifted_features == compare_profiles(
-            ref_profile, cur_profile).drifted_features
+        assert (
+            compare_profiles(ref_profile, other).drifted_features
+            == compare_profiles(ref_profile, cur_profile).drifted_features
+        )
 
 
 def test_streaming_memory_is_bounded(tmp_path, ref_profile):
@@ -272,7 +292,8 @@ def test_streaming_memory_is_bounded(tmp_path, ref_profile):
     full_bytes = big.estimated_size()
     del big
     numeric_ref = DatasetProfile(
-        columns={n: ref_profile.columns[n] for n in NUMERIC}, n_rows=ref_profile.n_rows)
+        columns={n: ref_profile.columns[n] for n in NUMERIC}, n_rows=ref_profile.n_rows
+    )
     tracemalloc.start()
     try:
         prof = profile_parquet(tmp_path / "big.parquet", reference=numeric_ref, chunk_rows=20_000)
@@ -332,8 +353,9 @@ def test_empty_current_data(ref_profile, cur_df, tmp_path):
 
 
 def test_column_entirely_missing_is_flagged(ref_profile, cur_df):
-    gone = cur_df.with_columns(pl.lit(None, dtype=pl.Float64).alias("n_same"),
-                               pl.lit(None).alias("c_same"))
+    gone = cur_df.with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("n_same"), pl.lit(None).alias("c_same")
+    )
     res = _by_name(compare_profiles(ref_profile, build_profile(gone, reference=ref_profile)))
     for name in ("n_same", "c_same"):
         assert not res[name].computed and res[name].drifted
@@ -360,8 +382,15 @@ def test_prediction_column_is_profiled_and_reported_apart(ref_df, cur_df):
 
 def test_outputs(result):
     frame = result.to_frame()
-    assert frame.height == len(KINDS) and {"name", "method", "score", "drifted", "psi",
-                                           "js_distance", "wasserstein_norm"} <= set(frame.columns)
+    assert frame.height == len(KINDS) and {
+        "name",
+        "method",
+        "score",
+        "drifted",
+        "psi",
+        "js_distance",
+        "wasserstein_norm",
+    } <= set(frame.columns)
     md = result.to_markdown()
     lines = [line for line in md.splitlines() if line.startswith("| `")]
     assert len(lines) == len(KINDS)

@@ -61,12 +61,12 @@ def X_score() -> np.ndarray:
 
 
 def _fit(params: dict, X: np.ndarray, y: np.ndarray, rounds: int, **dataset_kw) -> lgb.Booster:
-    base = {"verbose": -1, "seed": 0, "num_threads": 2, "deterministic": True}
+    base = {"verbose": -1, "seed": 0, "num_threads": 1, "deterministic": True}
     return lgb.train({**base, **params}, lgb.Dataset(X, y, **dataset_kw), num_boost_round=rounds)
 
 
 def _onnx_predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-    return OnnxScorer(lightgbm_to_onnx(booster), threads=2).predict(X)
+    return OnnxScorer(lightgbm_to_onnx(booster), threads=1).predict(X)
 
 
 def _missing_types(booster: lgb.Booster) -> set[str]:
@@ -98,6 +98,9 @@ CASES = {
     "regression_no_boost_from_average": (
         {"objective": "regression", "num_leaves": 31, "boost_from_average": False}, 50, "regression"),
     "poisson": ({"objective": "poisson", "num_leaves": 31}, 80, "poisson"),
+    # Random-forest mode divides the summed trees by the iteration count.
+    "random_forest": ({"objective": "regression", "boosting": "rf", "bagging_freq": 1,
+                       "bagging_fraction": 0.6, "num_leaves": 31}, 30, "regression"),
 }
 
 
@@ -116,6 +119,19 @@ def test_parity_with_booster_predict(case, train, X_score):
     result = check_parity(expected, actual, PARITY_TOL)
     assert result.passed, f"{case}: max |diff| {result.max_abs_diff}"
     assert result.n_rows == X_score.shape[0]
+
+
+def test_early_stopped_booster_exports_best_iteration(train, X_score):
+    X, signal = train
+    y = _labels("binary", signal)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 63, "learning_rate": 0.3, "verbose": -1, "seed": 0, "num_threads": 1},
+        lgb.Dataset(X[:6000], y[:6000]), num_boost_round=300,
+        valid_sets=[lgb.Dataset(X[6000:], y[6000:])], callbacks=[lgb.early_stopping(5, verbose=False)],
+        keep_training_booster=True,  # keeps the trees after best_iteration in the booster
+    )
+    assert 0 < booster.best_iteration < booster.num_trees()
+    assert check_parity(booster.predict(X_score), _onnx_predict(booster, X_score), PARITY_TOL).passed
 
 
 def test_zero_as_missing_matches(train, X_score):

@@ -125,3 +125,18 @@ def test_native_predict_matches_trained_model(spec, loans_day1):
     out = train_from_frame(_frame(loans_day1, spec), spec)
     X = out.bundle.encoder.transform(out.holdout)
     assert np.array_equal(native_predict("lightgbm", out.model.native_bytes, X), out.model.predict(X))
+
+
+def test_mlp_trainer_chosen_in_spec_end_to_end(spec, loans_day1, tmp_path):
+    s = _variant(spec, model={**spec.model.model_dump(mode="json"), "trainer": "mlp",
+                              "mlp": {"hidden_sizes": [32], "max_epochs": 8, "num_threads": 1}},
+                 gate={**spec.gate.model_dump(mode="json"), "min_main_metric": 0.6})
+    assert s.parity_tolerance == 1e-4
+    out = train_from_frame(_frame(loans_day1, s), s, checkpoint_dir=str(tmp_path / "ckpt"))
+    assert out.model.trainer == "mlp" and out.bundle.native_format == "pt"
+    assert out.parity_max_abs_diff <= 1e-4
+    result = evaluate_candidate(s, out.bundle, out.holdout, latency_iters=20)
+    assert result.metrics["roc_auc"] > 0.6
+    assert result.decision.passed, result.decision.message()
+    X = out.bundle.encoder.transform(out.holdout)
+    assert np.allclose(native_predict("mlp", out.model.native_bytes, X), out.model.predict(X))

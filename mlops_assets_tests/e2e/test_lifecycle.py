@@ -87,8 +87,9 @@ def test_day2_drift_triggers_exactly_one_retrain(world):
     versions = _registry(defs, names).list_versions(names.model_name)
     assert [v.version for v in versions] == ["1", "2"]
     v2 = versions[1]
-    assert v2.tags["approval"] in ("approved", "rejected")
-    assert v2.tags["gate_message"]
+    # On the drifted holdout the retrained model beats the stale champion: promoted.
+    assert v2.tags["approval"] == "approved", v2.tags["gate_message"]
+    assert "champion" in v2.aliases and v2.tags["previous_champion"] == "1"
 
     # Recomputing the same partition's drift report yields the same data version:
     # the run key is the same, so no second retrain.
@@ -100,11 +101,10 @@ def test_day2_drift_triggers_exactly_one_retrain(world):
 def test_batch_schedule_scores_with_the_champion(world):
     spec, names, defs, instance, auto = world
     champion = _registry(defs, names).version_by_alias(names.model_name, "champion")
+    assert champion.version == "2"
     tick = auto.tick_schedule(names.schedule("batch_inference"))
-    if champion.version == "1":
-        assert not tick.launched          # everything is already scored by v1
-    else:
-        assert len(tick.launched) == 2 and all(r.success for r in tick.launched)
+    assert len(tick.launched) == 2 and all(r.success for r in tick.launched)
+    assert not auto.tick_schedule(names.schedule("batch_inference")).launched
     for part in instance.get_dynamic_partitions(names.partitions):
         latest = _materialized(instance, names.key("batch_predictions"), part)[0].metadata
         assert str(latest["model_version"].value) == champion.version
@@ -131,3 +131,41 @@ def test_bad_schema_is_blocked_and_nothing_downstream_runs(world):
     assert not _materialized(instance, names.key("drift_report"), part)
     assert not defs.resources[names.storage].exists(Paths(spec.name).features(part))
     assert registry.version_by_alias(names.model_name, "champion").version == before
+
+
+def test_champion_serves_through_mlflow_pyfunc_like_onnx(world):
+    spec, names, defs, instance, auto = world
+    registry = _registry(defs, names)
+    from mlops_assets.core.bundle import ModelBundle
+
+    champion = registry.version_by_alias(names.model_name, "champion")
+    bundle = ModelBundle.load(registry.download_bundle(names.model_name, champion.version))
+    frame = pl.from_pandas(generate_loans(300, day=dt.date(2026, 2, 1), seed=11))
+    with registry.activated() as mlflow:
+        model = mlflow.pyfunc.load_model(f"models:/{names.model_name}@champion")
+        served = model.predict(frame.select(spec.feature_names).to_pandas())
+    expected = bundle.score(frame)
+    assert list(served.columns) == ["score", "prediction"]
+    assert float(abs(served["score"].to_numpy() - expected).max()) == 0.0
+
+
+def test_rollback_moves_champion_back_with_reason(world):
+    spec, names, defs, instance, auto = world
+    registry = _registry(defs, names)
+    assert registry.version_by_alias(names.model_name, "champion").version == "2"
+    result = defs.resolve_job_def(names.job("rollback")).execute_in_process(
+        instance=instance,
+        run_config={"ops": {f"{names.pipeline}_rollback_champion": {"config": {"reason": "v2 misprices small loans"}}}},
+    )
+    assert result.success
+    champion = registry.version_by_alias(names.model_name, "champion")
+    assert champion.version == "1"
+    assert champion.tags["rollback_reason"] == "v2 misprices small loans"
+    assert champion.tags["rolled_back_from"] == "2"
+    assert registry.get_version(names.model_name, "2").tags["rolled_back"] == "true"
+    latest = instance.get_latest_materialization_event(names.key("registered_model")).asset_materialization
+    assert latest.metadata["model_version"].value == "1"
+    # The batch schedule now re-scores with the restored champion.
+    from mlops_assets.automation.schedules import partitions_needing_scores
+
+    assert partitions_needing_scores(instance, names)[0] == "1"

@@ -25,12 +25,15 @@ binary -> sigmoid of the single logit, shape [N]; multiclass -> softmax,
 from __future__ import annotations
 
 import io
+import json
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 FORMAT_VERSION = 1
+ONNX_OPSET = 17
 PREDICT_CHUNK_ROWS = 65_536
 
 
@@ -114,7 +117,8 @@ class ScoreHead(nn.Module):
 def serialise(model: TabularMLP, task: str) -> bytes:
     """Self-contained bytes: architecture, weights and preprocessing statistics (float64)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {"format_version": FORMAT_VERSION, "task": task, "arch": model.arch, "state_dict": state}
+    payload = {"format_version": FORMAT_VERSION, "task": task, "arch": model.arch,
+               "state_dict": state}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
@@ -133,9 +137,52 @@ def predict(head: ScoreHead, X: np.ndarray) -> np.ndarray:
     """Native float64 predictions on CPU, in row chunks."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != head.model.arch["n_features"]:
-        raise ValueError(f"model expects a 2-D array with {head.model.arch['n_features']} columns, got {X.shape}")
+        width = head.model.arch["n_features"]
+        raise ValueError(f"model expects a 2-D array with {width} columns, got {X.shape}")
     outs = []
     with torch.inference_mode():
         for start in range(0, max(len(X), 1), PREDICT_CHUNK_ROWS):
             outs.append(head(torch.from_numpy(X[start:start + PREDICT_CHUNK_ROWS])).numpy())
     return np.concatenate(outs).astype(np.float64, copy=False)
+
+
+def export_onnx(head, feature_names: list[str], task: str) -> bytes:
+    """Export the float64 ``ScoreHead`` with the legacy TorchScript exporter.
+
+    torch >= 2.9 defaults to the dynamo exporter, which needs the ``onnxscript``
+    package; the TorchScript path (``dynamo=False``) has no extra dependency,
+    exports this graph (Gather, Where, IsNaN/IsInf, Gemm) exactly and supports
+    ``dynamic_axes``. Its DeprecationWarning is silenced here.
+    """
+    import onnx
+    from onnx import helper
+
+    from mlops_assets.core.onnx_export import INPUT_NAME, OUTPUT_NAME, PRODUCER
+
+    n_features = head.model.arch["n_features"]
+    example = torch.zeros(2, n_features, dtype=torch.float64)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            head, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    graph = model.graph
+    names = ([i.name for i in graph.input], [o.name for o in graph.output])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise RuntimeError(f"unexpected ONNX signature {names[0]} -> {names[1]}")
+    dims = graph.input[0].type.tensor_type.shape.dim
+    if graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.DOUBLE or dims[0].dim_value:
+        raise RuntimeError("ONNX export lost the double input or the dynamic batch dimension")
+    model.producer_name = PRODUCER
+    del model.metadata_props[:]
+    helper.set_model_props(model, {
+        "feature_names": json.dumps([str(n) for n in feature_names]),
+        "task": task, "producer": PRODUCER,
+        "trainer": "mlp", "n_outputs": str(head.model.arch["n_outputs"]),
+    })
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -35,7 +35,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -45,7 +44,6 @@ from mlops_assets.core.trainers.base import TrainedModel, TrainingDataError, che
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "mlp_checkpoint.pt"
-ONNX_OPSET = 17
 _NOT_FINGERPRINTED = {"max_epochs", "device", "num_threads"}
 _EVAL_BATCH = 8192
 
@@ -96,7 +94,7 @@ def train_mlp(
     target_name: str = "target",
     num_class: int | None = None,
     checkpoint_dir: str | None = None,
-    _stop_after_epoch: int | None = None,   # test hook: raise after saving this epoch (simulated kill)
+    _stop_after_epoch: int | None = None,  # test hook: raise SimulatedKill after this epoch's save
 ) -> TrainedModel:
     check_training_labels(y_train, task, target_name, num_class)
     X_train, X_valid, y_train, y_valid, num_class = _check_inputs(
@@ -109,8 +107,8 @@ def train_mlp(
     device = _resolve_device(config.device, torch)
     arch = _architecture(X_train, task, num_class, categorical, config)
     stats = _statistics(X_train, y_train, arch, task)
-    fingerprint = _fingerprint(X_train, y_train, X_valid, y_valid, task, feature_names, categorical,
-                               config, seed, num_class)
+    fingerprint = _fingerprint((X_train, y_train, X_valid, y_valid), task, feature_names,
+                               categorical, config, seed, num_class)
     old_threads = torch.get_num_threads()
     start = time.perf_counter()
     rng_devices = [device] if device.type == "cuda" else []
@@ -121,7 +119,8 @@ def train_mlp(
             model = mlp_model.TabularMLP(arch)
             model.load_state_dict({**model.state_dict(), **stats})
             model = model.float().to(device)
-            loop = _Loop(torch, model, config, task, device, seed, X_train, y_train, X_valid, y_valid)
+            loop = _Loop(torch, model, config, task, device, seed,
+                         (X_train, y_train, X_valid, y_valid))
             ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT_FILE) if checkpoint_dir else None
             status, resumed = loop.restore(ckpt_path, fingerprint)
             loop.run(ckpt_path, fingerprint, _stop_after_epoch)
@@ -130,7 +129,7 @@ def train_mlp(
         model.load_state_dict({**loop.best_state, **stats})   # statistics back at full float64
         head = mlp_model.ScoreHead(model, task).eval()
         native = mlp_model.serialise(model, task)
-        onnx_bytes = export_onnx(head, feature_names, task)
+        onnx_bytes = mlp_model.export_onnx(head, feature_names, task)
     finally:
         torch.set_num_threads(old_threads)
     if ckpt_path and os.path.exists(ckpt_path):
@@ -140,7 +139,8 @@ def train_mlp(
         "seed": seed, "num_class": num_class, "device_used": str(device),
         "embedding_dims": list(arch["embedding_dims"]), "missing_indicator_columns":
         [feature_names[arch["numeric_columns"][p]] for p in arch["indicator_positions"]],
-        "best_epoch": loop.best_epoch, "epochs_run": loop.epoch, "stopped_early": loop.stopped_early,
+        "best_epoch": loop.best_epoch, "epochs_run": loop.epoch,
+        "stopped_early": loop.stopped_early,
         "resumed_from_epoch": resumed, "checkpoint": status, "fingerprint": fingerprint,
     }
     return TrainedModel(
@@ -151,7 +151,8 @@ def train_mlp(
     )
 
 
-def _check_inputs(X_train, y_train, X_valid, y_valid, task, feature_names, categorical, target, num_class):
+def _check_inputs(X_train, y_train, X_valid, y_valid, task, feature_names, categorical, target,
+                  num_class):
     if task not in ("binary", "multiclass", "regression"):
         raise ValueError(f"unknown task '{task}' (expected binary, multiclass or regression)")
     X_train = np.ascontiguousarray(X_train, dtype=np.float64)
@@ -172,12 +173,15 @@ def _check_inputs(X_train, y_train, X_valid, y_valid, task, feature_names, categ
         for name, y in (("training", y_train), ("validation", y_valid)):
             bad = np.setdiff1d(np.unique(y), [0.0, 1.0])
             if bad.size:
-                raise TrainingDataError(f"target '{target}': binary labels must be 0/1, {name} rows have {bad[:5]}")
+                raise TrainingDataError(
+                    f"target '{target}': binary labels must be 0/1, {name} rows have {bad[:5]}")
     if task == "multiclass":
-        num_class = int(num_class if num_class is not None else max(y_train.max(), y_valid.max(initial=0)) + 1)
+        if num_class is None:
+            num_class = int(max(y_train.max(), y_valid.max(initial=0))) + 1
         for name, y in (("training", y_train), ("validation", y_valid)):
             if ((y < 0) | (y >= num_class) | (y != np.floor(y))).any():
-                raise TrainingDataError(f"target '{target}': {name} labels must be class indices 0..{num_class - 1}")
+                raise TrainingDataError(
+                    f"target '{target}': {name} labels must be class indices 0..{num_class - 1}")
     return X_train, X_valid, y_train, y_valid, num_class
 
 
@@ -237,18 +241,19 @@ def _statistics(X, y, arch, task) -> dict:
     std = np.sqrt(var)
     std = np.where(std > 1e-12, std, 1.0)
     y_mean, y_std = (float(y.mean()), float(y.std()) or 1.0) if task == "regression" else (0.0, 1.0)
-    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    t = lambda a: torch.tensor(a, dtype=torch.float64)
     return {"num_mean": t(mean), "num_std": t(std), "y_mean": t(y_mean), "y_std": t(y_std)}
 
 
-def _fingerprint(X_train, y_train, X_valid, y_valid, task, names, categorical, config, seed, num_class) -> str:
+def _fingerprint(arrays, task, names, categorical, config, seed, num_class) -> str:
     digest = hashlib.sha256()
-    for a in (X_train, y_train, X_valid, y_valid):
+    for a in arrays:
         digest.update(str(a.shape).encode())
         digest.update(np.ascontiguousarray(a).tobytes())
     cfg = {k: v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED}
-    meta = {"task": task, "names": list(names), "categorical": sorted((int(k), int(v)) for k, v in categorical.items()),
-            "config": cfg, "seed": int(seed), "num_class": num_class, "version": 1}
+    meta = {"task": task, "names": list(names), "config": cfg, "seed": int(seed),
+            "categorical": sorted((int(k), int(v)) for k, v in categorical.items()),
+            "num_class": num_class, "version": 1}
     digest.update(json.dumps(meta, sort_keys=True, default=list).encode())
     return digest.hexdigest()[:24]
 
@@ -256,8 +261,10 @@ def _fingerprint(X_train, y_train, X_valid, y_valid, task, names, categorical, c
 class _Loop:
     """The epoch loop and every piece of state a checkpoint must carry."""
 
-    def __init__(self, torch, model, config, task, device, seed, X_train, y_train, X_valid, y_valid):
-        self.torch, self.model, self.config, self.task, self.device = torch, model, config, task, device
+    def __init__(self, torch, model, config, task, device, seed, data):
+        self.torch, self.model, self.config = torch, model, config
+        self.task, self.device = task, device
+        X_train, y_train, X_valid, y_valid = data
         self.X = torch.from_numpy(X_train).float().to(device)
         self.y = self._labels(y_train)
         self.Xv = torch.from_numpy(X_valid).float().to(device)
@@ -270,14 +277,17 @@ class _Loop:
         else:
             self.loss_fn = torch.nn.MSELoss(reduction="sum")
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=0.5, patience=max(1, config.early_stopping_patience // 2))
+            self.optimizer, mode="min", factor=0.5,
+            patience=max(1, config.early_stopping_patience // 2))
         self.shuffle = torch.Generator().manual_seed(seed)
         self.epoch, self.best_epoch, self.bad_epochs, self.best_loss = 0, 0, 0, float("inf")
         self.best_state = self._weights()
         self.stopped_early = False
-        self.history: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "learning_rate": []}
+        self.history: dict[str, list[float]] = {
+            "train_loss": [], "valid_loss": [], "learning_rate": []}
 
     def _labels(self, y):
         t = self.torch.from_numpy(y)
@@ -294,7 +304,8 @@ class _Loop:
         total = 0.0
         with self.torch.no_grad():
             for s in range(0, len(X), _EVAL_BATCH):
-                total += float(self.loss_fn(self.model(X[s:s + _EVAL_BATCH]), self._target(y[s:s + _EVAL_BATCH])))
+                batch = slice(s, s + _EVAL_BATCH)
+                total += float(self.loss_fn(self.model(X[batch]), self._target(y[batch])))
         return total / max(len(X), 1)
 
     def _train_epoch(self) -> float:
@@ -336,11 +347,13 @@ class _Loop:
         torch = self.torch
         return {
             "fingerprint": fingerprint, "epoch": self.epoch, "best_epoch": self.best_epoch,
-            "best_loss": self.best_loss, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
+            "best_loss": self.best_loss, "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
             "history": self.history, "model": self._weights(), "best_state": self.best_state,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "shuffle_rng": self.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "cuda_rng": (torch.cuda.get_rng_state(self.device)
+                         if self.device.type == "cuda" else None),
         }
 
     def save(self, path: str, fingerprint: str) -> None:
@@ -366,11 +379,11 @@ class _Loop:
         torch = self.torch
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign file: start over
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: start over
             log.warning("ignoring unreadable MLP checkpoint %s: %s", path, exc)
             return "unreadable_ignored", None
         if state.get("fingerprint") != fingerprint:
-            log.warning("ignoring MLP checkpoint %s: it belongs to other data, config or seed", path)
+            log.warning("ignoring MLP checkpoint %s: other data, config or seed", path)
             return "stale_ignored", None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -386,45 +399,3 @@ class _Loop:
         log.info("resuming MLP training from %s after epoch %d", path, self.epoch)
         return "resumed", self.epoch
 
-
-def export_onnx(head, feature_names: list[str], task: str) -> bytes:
-    """Export the float64 ``ScoreHead`` with the legacy TorchScript exporter.
-
-    torch >= 2.9 defaults to the dynamo exporter, which needs the ``onnxscript``
-    package; the TorchScript path (``dynamo=False``) has no extra dependency,
-    exports this graph (Gather, Where, IsNaN/IsInf, Gemm) exactly and supports
-    ``dynamic_axes``. Its DeprecationWarning is silenced here.
-    """
-    import io
-
-    import onnx
-    import torch
-    from onnx import helper
-
-    from mlops_assets.core.onnx_export import INPUT_NAME, OUTPUT_NAME, PRODUCER
-
-    n_features = head.model.arch["n_features"]
-    example = torch.zeros(2, n_features, dtype=torch.float64)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            head, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, do_constant_folding=True,
-        )
-    model = onnx.load_from_string(buffer.getvalue())
-    graph = model.graph
-    if [i.name for i in graph.input] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
-        raise RuntimeError(f"unexpected ONNX signature {[i.name for i in graph.input]} -> {[o.name for o in graph.output]}")
-    dims = graph.input[0].type.tensor_type.shape.dim
-    if graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.DOUBLE or dims[0].dim_value:
-        raise RuntimeError("ONNX export lost the double input or the dynamic batch dimension")
-    model.producer_name = PRODUCER
-    del model.metadata_props[:]
-    helper.set_model_props(model, {
-        "feature_names": json.dumps([str(n) for n in feature_names]), "task": task, "producer": PRODUCER,
-        "trainer": "mlp", "n_outputs": str(head.model.arch["n_outputs"]),
-    })
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
