@@ -63,13 +63,29 @@ class _ValidatedBySpec(dg.Resolvable):
     @classmethod
     def resolve_from_model(cls, context: dg.ResolutionContext, model: BaseModel):
         raw = model.model_dump(mode="python", exclude_unset=True)
-        rendered = context.resolve_value(raw)
+        rendered = _render_templates(context, raw)
         if rendered == raw:
             return model
         try:
             return cls.model_validate(rendered)  # type: ignore[attr-defined]
         except ValidationError as exc:
             raise ResolutionException(_located_errors(exc, context)) from None
+
+
+def _render_templates(context: dg.ResolutionContext, value: Any) -> Any:
+    """Render the strings that hold a template; leave every other value as written.
+
+    `context.resolve_value` alone would also pass plain strings through Jinja's native
+    renderer, which turns "1" into 1 and "True" into True: a categorical feature with
+    categories ["1", "2"] would no longer validate.
+    """
+    if isinstance(value, dict):
+        return {k: _render_templates(context.at_path(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_render_templates(context.at_path(i), v) for i, v in enumerate(value)]
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        return context.resolve_value(value)
+    return value
 
 
 def _located_errors(exc: ValidationError, context: dg.ResolutionContext) -> str:
@@ -142,7 +158,8 @@ _DEFS_TEMPLATE = textwrap.dedent(
     # folder. Strings may use templates, e.g. "{{ env.MY_VAR }}" (unset -> null).
     type: __TYPE__
     attributes:
-      name: __NAME__           # asset key prefix, group name and MLflow model name
+      # The pipeline's name: asset key prefix, group name and MLflow model name.
+      name: __NAME__
       source:
         path: landing          # a folder or s3://bucket/prefix where data files arrive
         # asset_key: [raw, loans]   # ...or an upstream asset you already have (not both)

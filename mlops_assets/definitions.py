@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.rollback import build_rollback_job
@@ -44,6 +45,7 @@ def build_mlops_defs(
     storage: ArtifactStore | None = None,
     registry: MLflowRegistry | None = None,
     notifier: Notifier | None = None,
+    s3: "S3Resource | None" = None,
 ) -> dg.Definitions:
     """Assets, checks, jobs, sensors, schedules and resources for one pipeline.
 
@@ -71,5 +73,7 @@ def build_mlops_defs(
             names.storage: storage or default_storage(spec),
             names.registry: registry or default_registry(spec),
             names.notifier: notifier or Notifier(),
+            # Reads the S3 source (if any). Unset: the standard AWS chain, AWS_ENDPOINT_URL included.
+            names.s3: s3 or S3Resource(),
         },
     )

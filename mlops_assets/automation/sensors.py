@@ -6,6 +6,7 @@ import hashlib
 import dagster as dg
 
 from mlops_assets.automation.jobs import PREPARE_STAGES, PipelineJobs
+from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, scan_s3_arrivals
 from mlops_assets.core.arrivals import ArrivalCursor, scan_arrivals
 from mlops_assets.stages.common import Names, partition_key_for_file
 from mlops_assets.stages.drift import INPUT_DATA_VERSION, RETRAIN_SIGNAL
@@ -24,17 +25,27 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
     spec = names.spec
     source = spec.source
 
+    s3_source = bool(source.path and source.path.startswith("s3://"))
+
     @dg.sensor(
         name=names.sensor("new_data"),
         jobs=[jobs.ingest, jobs.bootstrap],
         minimum_interval_seconds=spec.automation.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={names.s3} if s3_source else None,
         description=f"New complete files in {source.path} -> one partition and run each.",
     )
     def new_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        cursor = ArrivalCursor.parse(context.cursor)
-        scan = scan_arrivals(source.path, cursor, settle_seconds=source.settle_seconds,
-                             require_success_marker=source.require_success_marker)
+        if s3_source:
+            client = getattr(context.resources, names.s3).get_client()
+            scan, since_key = scan_s3_arrivals(client, source.path, parse_s3_cursor(context.cursor),
+                                               require_success_marker=source.require_success_marker)
+            next_cursor = dump_s3_cursor(since_key)
+        else:
+            cursor = ArrivalCursor.parse(context.cursor)
+            scan = scan_arrivals(source.path, cursor, settle_seconds=source.settle_seconds,
+                                 require_success_marker=source.require_success_marker)
+            next_cursor = ArrivalCursor(scan.watermark_ns).dump()
         instance = context.instance
         fresh: list[tuple[str, object]] = []
         bad_names: list[str] = []
@@ -48,7 +59,6 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
             fresh.append((key, arrival))
         if bad_names:
             context.log.warning(f"file names that cannot be partition keys, not ingested: {bad_names}")
-        next_cursor = ArrivalCursor(scan.watermark_ns).dump()
         if not fresh:
             reason = f"no new complete files ({len(scan.waiting)} waiting to settle)" if scan.waiting \
                 else "no new files"

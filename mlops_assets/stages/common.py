@@ -44,6 +44,10 @@ class Names:
         return f"{self.pipeline}_storage"
 
     @property
+    def s3(self) -> str:
+        return f"{self.pipeline}_s3"
+
+    @property
     def registry(self) -> str:
         return f"{self.pipeline}_mlflow"
 

@@ -38,6 +38,8 @@ def read_arrival_file(path: str, fmt: str = "auto") -> pl.DataFrame:
 
 
 def source_file_path(source_path: str, partition_key: str) -> str:
+    if source_path.startswith("s3://"):
+        return source_path.rstrip("/") + "/" + partition_key
     return os.path.join(source_path, partition_key)
 
 
@@ -53,7 +55,7 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
         kinds={"polars", "parquet"},
         code_version=names.code_version,
         deps=[upstream] if upstream else None,
-        required_resource_keys={names.storage},
+        required_resource_keys={names.storage, names.s3},
         description="Raw arrivals, one partition per file, stored as Parquet.",
     )
     def raw_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -66,7 +68,7 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
         else:
             origin = source_file_path(spec.source.path, partition)
             if origin.startswith("s3://"):
-                df = _read_s3_file(storage, origin, spec.source.format)
+                df = _read_s3_file(getattr(context.resources, names.s3).get_client(), origin, spec.source.format)
             else:
                 df = read_arrival_file(origin, spec.source.format)
         uri = storage.write_parquet(paths.raw(partition), df)
@@ -86,13 +88,10 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
     return raw_data
 
 
-def _read_s3_file(storage, uri: str, fmt: str) -> pl.DataFrame:
+def _read_s3_file(client, uri: str, fmt: str) -> pl.DataFrame:
     import io
 
-    import boto3
-
     bucket, _, key = uri[len("s3://"):].partition("/")
-    client = boto3.client("s3", endpoint_url=storage.s3_endpoint_url, region_name=storage.s3_region)
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     kind = fmt if fmt != "auto" else Path(key).suffix.lstrip(".").lower()
     try:
