@@ -16,12 +16,13 @@ attribute or a wrong type fails when the definitions load, with the YAML path na
 Relative `source.path`, `state_dir` and local `storage_uri` resolve against the folder
 that holds the `defs.yaml`.
 
-Importing this module is cheap: it needs only dagster and the spec. `build_mlops_defs`
-(and with it every stage) is imported when the definitions are built.
+This module imports only dagster and the spec; `build_mlops_defs` (and with it every
+stage) is imported when the definitions are built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import textwrap
@@ -33,7 +34,13 @@ import dagster as dg
 from dagster.components.resolved.errors import ResolutionException
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from mlops_assets.spec import NAME_RE, ModelSpec, PipelineSpec, _is_absolute, _resolve_relative_paths
+from mlops_assets.spec import (
+    NAME_RE,
+    ModelSpec,
+    PipelineSpec,
+    _is_absolute,
+    _resolve_relative_paths,
+)
 
 if TYPE_CHECKING:
     from mlops_assets.resources import ArtifactStore, MLflowRegistry
@@ -96,14 +103,12 @@ def _located_errors(exc: ValidationError, context: dg.ResolutionContext) -> str:
         where = ".".join(str(p) for p in path)
         tree = context.source_position_tree
         if tree is not None:
-            try:
-                position, _ = tree.lookup_closest_and_path(path, None)
-                where = f"{where} at {position}"
-            except Exception:  # noqa: BLE001 - a location is a nicety, the message is not
-                pass
+            with contextlib.suppress(Exception):  # a location is a nicety, the message is not
+                where = f"{where} at {tree.lookup_closest_and_path(path, None)[0]}"
         got = repr(err.get("input"))
         lines.append(f"{where}: {err['msg']}" + (f" (got {got})" if len(got) <= 80 else ""))
-    return "invalid MLOpsPipelineComponent attributes (after rendering templates):\n  " + "\n  ".join(lines)
+    head = "invalid MLOpsPipelineComponent attributes (after rendering templates):"
+    return head + "\n  " + "\n  ".join(lines)
 
 
 class MLOpsPipelineScaffoldParams(BaseModel):
@@ -184,7 +189,8 @@ _DEFS_TEMPLATE = textwrap.dedent(
         - {name: delinquencies_2y, type: numeric, min: 0}
         - name: purpose
           type: categorical
-          categories: [debt_consolidation, credit_card, home_improvement, car, medical, small_business]
+          categories: [debt_consolidation, credit_card, home_improvement, car, medical,
+                       small_business]
         - {name: home_ownership, type: categorical, categories: [RENT, OWN, MORTGAGE]}
         - {name: region, type: categorical, categories: [north, south, east, west]}
       split:                   # by a hash of id_column: a row never changes side
@@ -231,20 +237,24 @@ with warnings.catch_warnings():
 
     @dg.scaffold_with(MLOpsPipelineScaffolder)
     class MLOpsPipelineComponent(dg.Component, _ValidatedBySpec, PipelineSpec, dg.Model):
-        """An ML pipeline as Dagster assets: validated features, gated LightGBM training with
-        MLflow registration, ONNX batch scoring and drift-triggered retraining.
+        """One ML pipeline as assets: checked data, gated training, MLflow, ONNX scoring, drift.
 
-        Attributes are the PipelineSpec fields plus optional resource locations.
+        Seven assets `[<name>, <stage>]` from raw data to a registered champion model, batch
+        predictions and drift reports, with their checks, jobs, sensors and schedule. The
+        attributes are the PipelineSpec fields plus optional resource locations
+        (`storage_uri`, `s3_endpoint_url`, `mlflow_tracking_uri`).
         """
 
         model: ModelSpec = copy.copy(PipelineSpec.model_fields["model"])
 
         storage_uri: str | None = Field(
             None,
-            description="Artifact root: a local folder or s3://bucket/prefix. Unset: <state_dir>/artifacts.",
+            description="Artifact root: a local folder or s3://bucket/prefix. "
+            "Unset: <state_dir>/artifacts.",
         )
         s3_endpoint_url: str | None = Field(
-            None, description="S3-compatible endpoint (MinIO, ...) for an s3:// storage_uri. Unset: AWS."
+            None,
+            description="S3-compatible endpoint (MinIO, ...) for an s3:// storage_uri. Unset: AWS.",
         )
         mlflow_tracking_uri: str | None = Field(
             None,
@@ -267,7 +277,7 @@ with warnings.catch_warnings():
                 data = _resolve_relative_paths(data, Path(base_dir))
             return PipelineSpec.model_validate(data)
 
-        def build_storage(self, spec: PipelineSpec, base_dir: Path) -> ArtifactStore | None:
+        def _storage(self, base_dir: Path) -> ArtifactStore | None:
             if self.storage_uri is None:
                 return None
             from mlops_assets.resources import ArtifactStore
@@ -277,13 +287,14 @@ with warnings.catch_warnings():
                 uri = str((base_dir / uri).resolve())
             return ArtifactStore(base_uri=uri, s3_endpoint_url=self.s3_endpoint_url)
 
-        def build_registry(self, spec: PipelineSpec) -> MLflowRegistry | None:
+        def _registry(self) -> MLflowRegistry | None:
             if self.mlflow_tracking_uri is None:
                 return None
             from mlops_assets.resources import MLflowRegistry
 
             uri = self.mlflow_tracking_uri
-            return MLflowRegistry(tracking_uri=uri, ui_url=uri if uri.startswith(("http://", "https://")) else None)
+            ui_url = uri if uri.startswith(("http://", "https://")) else None
+            return MLflowRegistry(tracking_uri=uri, ui_url=ui_url)
 
         def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
             from mlops_assets.definitions import build_mlops_defs
@@ -291,7 +302,7 @@ with warnings.catch_warnings():
             base_dir = _component_dir(context)
             spec = self.to_spec(base_dir)
             return build_mlops_defs(
-                spec, storage=self.build_storage(spec, base_dir), registry=self.build_registry(spec)
+                spec, storage=self._storage(base_dir), registry=self._registry()
             )
 
 

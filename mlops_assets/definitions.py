@@ -14,8 +14,12 @@ from dagster_aws.s3 import S3Resource
 
 from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.rollback import build_rollback_job
-from mlops_assets.automation.schedules import build_batch_inference_schedule
-from mlops_assets.automation.sensors import build_drift_retrain_sensor, build_new_data_sensor
+from mlops_assets.automation.schedules import (
+    build_batch_inference_schedule,
+    build_monitoring_schedule,
+    build_performance_schedule,
+)
+from mlops_assets.automation.sensors import build_new_data_sensor, build_retrain_sensor
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.stages.batch_predictions import build_batch_predictions_asset
@@ -63,12 +67,26 @@ def build_mlops_defs(
         build_batch_predictions_asset(names, partitions),
         build_drift_asset(names, partitions),
     ]
+    extra = []
+    if spec.ground_truth is not None:
+        from mlops_assets.stages.performance import build_performance_asset
+
+        extra = [
+            dg.AssetSpec(names.key("ground_truth"), group_name=spec.name, kinds={"files"},
+                         description=f"Delayed labels arriving in {spec.ground_truth.path}."),
+            build_performance_asset(names),
+        ]
+    assets += extra
     jobs = build_jobs(names, partitions)
     return dg.Definitions(
         assets=assets,
         jobs=[*jobs.all(), build_rollback_job(names)],
-        sensors=[build_new_data_sensor(names, jobs), build_drift_retrain_sensor(names, jobs)],
-        schedules=[build_batch_inference_schedule(names, jobs)],
+        sensors=[build_new_data_sensor(names, jobs), build_retrain_sensor(names, jobs)],
+        schedules=[
+            build_batch_inference_schedule(names, jobs),
+            build_monitoring_schedule(names, jobs),
+            *([build_performance_schedule(names, jobs.performance)] if jobs.performance else []),
+        ],
         resources={
             names.storage: storage or default_storage(spec),
             names.registry: registry or default_registry(spec),

@@ -258,11 +258,35 @@ class DriftSpec(_Strict):
     evidently_sample_rows: int = Field(100_000, ge=100)
 
 
+class GroundTruthSpec(_Strict):
+    """Delayed labels: files with the id, the label and when it became known."""
+
+    path: str = Field(description="Directory where label files (Parquet/CSV) arrive.")
+    label_column: str | None = Field(None, description="Unset: the spec's target column name.")
+    time_column: str = Field("labelled_at", description="Timestamp of the outcome; metrics are per day of it.")
+
+
+class PerformanceSpec(_Strict):
+    max_drop: float = Field(0.05, ge=0, description="Retrain when the main metric drops this much vs holdout.")
+    window_days: int = Field(3, ge=1, description="Labelled days averaged for the comparison.")
+    min_rows_per_day: int = Field(50, ge=1, description="Days with fewer labelled rows are not scored.")
+
+
 class AutomationSpec(_Strict):
     batch_inference_cron: str = Field("0 6 * * *", description="Cron of the batch-inference schedule.")
+    monitoring_cron: str = Field("0 * * * *", description="Cron of the drift/performance check schedule.")
     timezone: str = "UTC"
     sensor_interval_seconds: int = Field(30, ge=5)
     retrain_on_drift: bool = True
+    retrain_on_performance_drop: bool = True
+    retrain_cooldown_minutes: float = Field(
+        60, ge=0, description="No retrain starts within this long after the previous one."
+    )
+    retrain_budget: int = Field(3, ge=1, description="At most this many retrains per budget window.")
+    retrain_budget_window_hours: float = Field(24, gt=0)
+    declarative: bool = Field(
+        False, description="Also attach AutomationCondition.eager() to downstream assets (see docs)."
+    )
 
 
 class PipelineSpec(_Strict):
@@ -285,6 +309,8 @@ class PipelineSpec(_Strict):
     gate: GateSpec = GateSpec()
     drift: DriftSpec = DriftSpec()
     automation: AutomationSpec = AutomationSpec()
+    ground_truth: GroundTruthSpec | None = Field(None, description="Delayed labels for model_performance.")
+    performance: PerformanceSpec = PerformanceSpec()
     state_dir: str = Field(
         ".mlops", description="Embedded default home for artifacts and the MLflow store."
     )
@@ -387,10 +413,10 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     state_dir = data.get("state_dir")
     if isinstance(state_dir, str) and not _is_absolute(state_dir):
         data["state_dir"] = str((base / state_dir).resolve())
-    source = data.get("source")
-    if isinstance(source, dict) and isinstance(source.get("path"), str):
-        if not _is_absolute(source["path"]):
-            data["source"] = {**source, "path": str((base / source["path"]).resolve())}
+    for section in ("source", "ground_truth"):
+        block = data.get(section)
+        if isinstance(block, dict) and isinstance(block.get("path"), str) and not _is_absolute(block["path"]):
+            data[section] = {**block, "path": str((base / block["path"]).resolve())}
     return data
 
 

@@ -20,9 +20,11 @@ class PipelineJobs:
     retrain: dg.UnresolvedAssetJobDefinition      # train -> evaluate -> register
     batch_inference: dg.UnresolvedAssetJobDefinition
     drift: dg.UnresolvedAssetJobDefinition
+    performance: dg.UnresolvedAssetJobDefinition | None = None
 
     def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
-        return [self.ingest, self.bootstrap, self.retrain, self.batch_inference, self.drift]
+        jobs = [self.ingest, self.bootstrap, self.retrain, self.batch_inference, self.drift]
+        return jobs + ([self.performance] if self.performance else [])
 
 
 def build_jobs(names: Names, partitions: dg.PartitionsDefinition) -> PipelineJobs:
@@ -51,4 +53,8 @@ def build_jobs(names: Names, partitions: dg.PartitionsDefinition) -> PipelineJob
             names.job("drift"), select(["drift_report"]), partitions_def=partitions,
             description="Recompute a partition's drift report against the champion.",
         ),
+        performance=dg.define_asset_job(
+            names.job("performance"), select(["model_performance"]),
+            description="Join delayed labels to predictions and compute daily metrics.",
+        ) if names.spec.ground_truth is not None else None,
     )

@@ -56,3 +56,61 @@ def build_batch_inference_schedule(names: Names, jobs: PipelineJobs) -> dg.Sched
         ]
 
     return batch_inference_schedule
+
+
+def partitions_needing_drift(instance: dg.DagsterInstance, names: Names) -> tuple[str | None, list[str]]:
+    """Scored partitions whose drift report is missing or against an older champion."""
+    champion, _ = partitions_needing_scores(instance, names)
+    if champion is None:
+        return None, []
+    todo = []
+    for partition in instance.get_dynamic_partitions(names.partitions):
+        preds = _latest(instance, names.key("batch_predictions"), partition)
+        if preds is None or str(preds.metadata["model_version"].value) != champion:
+            continue   # scored by an older champion: the batch schedule goes first
+        drift = _latest(instance, names.key("drift_report"), partition)
+        if drift is None or str(drift.metadata["champion_version"].value) != champion:
+            todo.append(partition)
+    return champion, todo
+
+
+def build_monitoring_schedule(names: Names, jobs: PipelineJobs) -> dg.ScheduleDefinition:
+    """Drift check: every scored partition gets a drift report against the current champion.
+
+    Safe to run often: a recomputed report on the same data carries the same data
+    version, so the retrain sensor treats it as already handled.
+    """
+    spec = names.spec
+
+    @dg.schedule(
+        name=names.schedule("drift_check"),
+        job=jobs.drift,
+        cron_schedule=spec.automation.monitoring_cron,
+        execution_timezone=spec.automation.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Drift reports for partitions not yet compared with the current champion.",
+    )
+    def drift_check_schedule(context: dg.ScheduleEvaluationContext):
+        champion, todo = partitions_needing_drift(context.instance, names)
+        if champion is None:
+            return dg.SkipReason("no champion model yet")
+        if not todo:
+            return dg.SkipReason(f"every scored partition has a drift report against champion v{champion}")
+        return [
+            dg.RunRequest(run_key=f"{p}:drift:v{champion}", partition_key=p)
+            for p in sorted(todo)[:MAX_PARTITIONS_PER_TICK]
+        ]
+
+    return drift_check_schedule
+
+
+def build_performance_schedule(names: Names, job) -> dg.ScheduleDefinition:
+    spec = names.spec
+    return dg.ScheduleDefinition(
+        name=names.schedule("performance"),
+        job=job,
+        cron_schedule=spec.automation.monitoring_cron,
+        execution_timezone=spec.automation.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Recompute the champion's delayed-label metrics.",
+    )

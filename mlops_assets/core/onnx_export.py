@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 if TYPE_CHECKING:  # pragma: no cover
     import lightgbm
 
-__all__ = ["OnnxExportError", "lightgbm_to_onnx", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxExportError", "lightgbm_to_onnx"]
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "score"
@@ -59,7 +59,7 @@ class OnnxExportError(ValueError):
     """The booster uses something this exporter cannot reproduce exactly."""
 
 
-def lightgbm_to_onnx(booster: "lightgbm.Booster", feature_names: list[str] | None = None) -> bytes:
+def lightgbm_to_onnx(booster: lightgbm.Booster, feature_names: list[str] | None = None) -> bytes:
     """Export a LightGBM booster to ONNX bytes that reproduce ``booster.predict``.
 
     Task is inferred from the booster's objective. Graph input: name 'features',
@@ -76,10 +76,13 @@ def lightgbm_to_onnx(booster: "lightgbm.Booster", feature_names: list[str] | Non
     n_targets = int(dump["num_tree_per_iteration"])
     if link["task"] == "multiclass" and n_targets != int(dump["num_class"]):
         raise OnnxExportError(
-            f"objective {objective!r}: num_tree_per_iteration={n_targets} != num_class={dump['num_class']}"
+            f"objective {objective!r}: num_tree_per_iteration={n_targets} "
+            f"!= num_class={dump['num_class']}"
         )
     if link["task"] != "multiclass" and n_targets != 1:
-        raise OnnxExportError(f"objective {objective!r} with {n_targets} trees per iteration is not supported")
+        raise OnnxExportError(
+            f"objective {objective!r} with {n_targets} trees per iteration is not supported"
+        )
 
     trees = dump["tree_info"]
     if not trees:
@@ -111,7 +114,10 @@ def lightgbm_to_onnx(booster: "lightgbm.Booster", feature_names: list[str] | Non
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", _OPSET_DEFAULT), helper.make_opsetid("ai.onnx.ml", _OPSET_ML)],
+        opset_imports=[
+            helper.make_opsetid("", _OPSET_DEFAULT),
+            helper.make_opsetid("ai.onnx.ml", _OPSET_ML),
+        ],
         producer_name=PRODUCER,
     )
     model.ir_version = _IR_VERSION
@@ -129,12 +135,16 @@ def lightgbm_to_onnx(booster: "lightgbm.Booster", feature_names: list[str] | Non
     return model.SerializeToString()
 
 
-def _resolve_feature_names(dump: dict[str, Any], given: list[str] | None, n_features: int) -> list[str]:
+def _resolve_feature_names(
+    dump: dict[str, Any], given: list[str] | None, n_features: int
+) -> list[str]:
     names = list(given) if given is not None else list(dump.get("feature_names") or [])
     if not names:
         names = [f"Column_{i}" for i in range(n_features)]
     if len(names) != n_features:
-        raise OnnxExportError(f"{len(names)} feature names given but the booster uses {n_features} features")
+        raise OnnxExportError(
+            f"{len(names)} feature names given but the booster uses {n_features} features"
+        )
     return [str(n) for n in names]
 
 
@@ -167,7 +177,7 @@ def _const(name: str, value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(np.asarray(value), name=name)
 
 
-def _zero_preprocessing(ensemble: "_Ensemble", n_features: int, nodes: list, inits: list) -> str:
+def _zero_preprocessing(ensemble: _Ensemble, n_features: int, nodes: list, inits: list) -> str:
     """Map |x| <= kZeroThreshold to 0.0, or to NaN for 'Zero'-missing features.
 
     LightGBM's dense prediction path drops such values, so the trees see 0.0.
@@ -187,7 +197,9 @@ def _zero_preprocessing(ensemble: "_Ensemble", n_features: int, nodes: list, ini
     return "x_zeroed"
 
 
-def _link_nodes(link: dict[str, Any], current: str, n_targets: int, nodes: list, inits: list) -> list:
+def _link_nodes(
+    link: dict[str, Any], current: str, n_targets: int, nodes: list, inits: list
+) -> list:
     """Append the objective's ConvertOutput and return the output shape."""
     kind = link["link"]
     if kind == "softmax":
@@ -233,14 +245,23 @@ class _Ensemble:
         self.has_tiny_threshold = False
 
     def _new_node(self) -> int:
-        for column in (self.feature, self.split, self.true_id, self.true_leaf,
-                       self.false_id, self.false_leaf, self.nan_true):
+        for column in (
+            self.feature,
+            self.split,
+            self.true_id,
+            self.true_leaf,
+            self.false_id,
+            self.false_leaf,
+            self.nan_true,
+        ):
             column.append(0)
         return len(self.feature) - 1
 
     def _new_leaf(self, node: dict[str, Any], target: int, tree_index: int) -> int:
         if "leaf_coeff" in node:
-            raise OnnxExportError(f"tree {tree_index} has linear leaves (linear_tree=True); not supported")
+            raise OnnxExportError(
+                f"tree {tree_index} has linear leaves (linear_tree=True); not supported"
+            )
         self.leaf_target.append(target)
         self.leaf_weight.append(float(node["leaf_value"]))
         return len(self.leaf_weight) - 1
@@ -262,8 +283,10 @@ class _Ensemble:
         while stack:
             node, node_id = stack.pop()
             self._fill_split(node, node_id, tree_index)
-            for child_key, ids, leafs in (("left_child", self.true_id, self.true_leaf),
-                                          ("right_child", self.false_id, self.false_leaf)):
+            for child_key, ids, leafs in (
+                ("left_child", self.true_id, self.true_leaf),
+                ("right_child", self.false_id, self.false_leaf),
+            ):
                 child = node[child_key]
                 if "split_index" in child:
                     child_id = self._new_node()
@@ -278,11 +301,14 @@ class _Ensemble:
         decision = node.get("decision_type")
         if decision == "==":
             raise OnnxExportError(
-                f"tree {tree_index} has a categorical split on feature {name!r}; categorical splits "
-                "are not supported (encode categoricals as ordinal numeric codes before training)"
+                f"tree {tree_index} has a categorical split on feature {name!r}; categorical "
+                "splits are not supported (encode categoricals as ordinal numeric codes "
+                "before training)"
             )
         if decision != "<=":
-            raise OnnxExportError(f"tree {tree_index}: unsupported decision_type {decision!r} on feature {name!r}")
+            raise OnnxExportError(
+                f"tree {tree_index}: unsupported decision_type {decision!r} on feature {name!r}"
+            )
         threshold = float(node["threshold"])
         missing = node.get("missing_type", "None")
         default_left = bool(node.get("default_left", False))
@@ -294,7 +320,9 @@ class _Ensemble:
             nan_true = default_left  # zeros are rewritten to NaN before the trees
             self.zero_features.add(feature)
         else:
-            raise OnnxExportError(f"tree {tree_index}: unknown missing_type {missing!r} on feature {name!r}")
+            raise OnnxExportError(
+                f"tree {tree_index}: unknown missing_type {missing!r} on feature {name!r}"
+            )
         # Zero-as-NaN preprocessing would break a 'NaN' split on the same feature.
         # LightGBM derives missing_type per feature, so this is only a safety net.
         seen = self._missing_by_feature.setdefault(feature, missing)
@@ -317,7 +345,9 @@ class _Ensemble:
             post_transform=0,  # NONE: the link is applied with standard ops in double
             tree_roots=self.roots,
             nodes_featureids=self.feature,
-            nodes_modes=numpy_helper.from_array(np.zeros(len(self.feature), dtype=np.uint8)),  # BRANCH_LEQ
+            nodes_modes=numpy_helper.from_array(
+                np.zeros(len(self.feature), dtype=np.uint8)
+            ),  # BRANCH_LEQ
             nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=np.float64)),
             nodes_truenodeids=self.true_id,
             nodes_trueleafs=self.true_leaf,

@@ -15,11 +15,11 @@ import numpy as np
 import onnxruntime as ort
 
 __all__ = [
-    "OnnxValidationError",
+    "LatencyResult",
     "OnnxScorer",
+    "OnnxValidationError",
     "ParityResult",
     "check_parity",
-    "LatencyResult",
     "measure_latency",
     "smoke_test",
 ]
@@ -37,7 +37,9 @@ class OnnxScorer:
 
     def __init__(self, onnx_bytes: bytes, threads: int | None = None):
         if not isinstance(onnx_bytes, (bytes, bytearray, memoryview)) or len(onnx_bytes) == 0:
-            raise OnnxValidationError(f"expected non-empty ONNX bytes, got {type(onnx_bytes).__name__}")
+            raise OnnxValidationError(
+                f"expected non-empty ONNX bytes, got {type(onnx_bytes).__name__}"
+            )
         options = ort.SessionOptions()
         if threads is not None:
             if threads < 1:
@@ -49,7 +51,9 @@ class OnnxScorer:
                 bytes(onnx_bytes), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises several private exception types
-            raise OnnxValidationError(f"ONNX model could not be loaded by onnxruntime: {exc}") from exc
+            raise OnnxValidationError(
+                f"ONNX model could not be loaded by onnxruntime: {exc}"
+            ) from exc
 
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
@@ -65,18 +69,24 @@ class OnnxScorer:
 
     def _input_width(self, shape: list) -> int:
         if len(shape) != 2:
-            raise OnnxValidationError(f"expected a 2-D model input [rows, features], got shape {shape}")
+            raise OnnxValidationError(
+                f"expected a 2-D model input [rows, features], got shape {shape}"
+            )
         width = shape[1]
         if isinstance(width, int) and width > 0:
             return width
         if self.feature_names:  # symbolic width: fall back to the exported names
             return len(self.feature_names)
-        raise OnnxValidationError(f"model input width is not fixed ({width!r}) and no feature_names metadata")
+        raise OnnxValidationError(
+            f"model input width is not fixed ({width!r}) and no feature_names metadata"
+        )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim != 2:
-            raise ValueError(f"expected a 2-D array [rows, {self.n_features} features], got {X.ndim}-D")
+            raise ValueError(
+                f"expected a 2-D array [rows, {self.n_features} features], got {X.ndim}-D"
+            )
         if X.shape[1] != self.n_features:
             raise ValueError(f"model expects {self.n_features} feature columns, got {X.shape[1]}")
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -177,7 +187,8 @@ def smoke_test(onnx_bytes: bytes, n_features: int) -> None:
         raise OnnxValidationError(f"smoke test: model is unloadable: {exc}") from exc
     if scorer.n_features != n_features:
         raise OnnxValidationError(
-            f"smoke test: wrong input width: model takes {scorer.n_features} features, expected {n_features}"
+            f"smoke test: wrong input width: model takes {scorer.n_features} features, "
+            f"expected {n_features}"
         )
     # Deterministic synthetic rows: all zeros, then a spread of signed values.
     one = np.zeros((1, n_features))
@@ -187,15 +198,23 @@ def smoke_test(onnx_bytes: bytes, n_features: int) -> None:
         try:
             out = np.asarray(scorer.predict(X))
         except Exception as exc:
-            raise OnnxValidationError(f"smoke test: inference failed on the {label}: {exc}") from exc
+            raise OnnxValidationError(
+                f"smoke test: inference failed on the {label}: {exc}"
+            ) from exc
         _check_output_shape(out, X.shape[0], scorer.task, label)
         if not np.isfinite(out).all():
-            raise OnnxValidationError(f"smoke test: non-finite output on the {label}: {out.tolist()}")
+            raise OnnxValidationError(
+                f"smoke test: non-finite output on the {label}: {out.tolist()}"
+            )
         if scorer.task in _PROBABILITY_TASKS and ((out < 0).any() or (out > 1).any()):
-            raise OnnxValidationError(f"smoke test: {scorer.task} output outside [0, 1] on the {label}")
+            raise OnnxValidationError(
+                f"smoke test: {scorer.task} output outside [0, 1] on the {label}"
+            )
         shapes.append(out.shape[1:])
     if shapes[0] != shapes[1]:
-        raise OnnxValidationError(f"smoke test: wrong output shape: per-row shape {shapes[0]} vs {shapes[1]}")
+        raise OnnxValidationError(
+            f"smoke test: wrong output shape: per-row shape {shapes[0]} vs {shapes[1]}"
+        )
 
 
 def _check_output_shape(out: np.ndarray, n_rows: int, task: str | None, label: str) -> None:
@@ -205,4 +224,6 @@ def _check_output_shape(out: np.ndarray, n_rows: int, task: str | None, label: s
         ok = ok and out.ndim == expected_ndim
     if not ok:
         want = f"{expected_ndim}-D with {n_rows} rows" if expected_ndim else f"{n_rows} rows"
-        raise OnnxValidationError(f"smoke test: wrong output shape on the {label}: got {out.shape}, want {want}")
+        raise OnnxValidationError(
+            f"smoke test: wrong output shape on the {label}: got {out.shape}, want {want}"
+        )

@@ -70,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         _require(tick, "new-data sensor (day 2)")
         say(f"new-data sensor -> ingest run {tick.run_ids}: validated, scored, drift checked")
 
-        tick = auto.tick_sensor(names.sensor("drift_retrain"))
+        tick = auto.tick_sensor(names.sensor("retrain"))
         if not tick.launched:
             say(f"drift sensor: {tick.skip_reason}")
         else:
             _require(tick, "drift retrain sensor", allow_gate_failure=True)
             say(f"drift sensor -> retrain run {tick.run_ids}")
-        again = auto.tick_sensor(names.sensor("drift_retrain"))
+        again = auto.tick_sensor(names.sensor("retrain"))
         say(f"drift sensor again: {again.skip_reason or 'launched'} (never twice for the same data)")
 
         tick = auto.tick_schedule(names.schedule("batch_inference"))

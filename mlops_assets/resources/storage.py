@@ -96,11 +96,17 @@ class ArtifactStore(dg.ConfigurableResource):
             bucket, key = self._bucket_key(rel)
             from botocore.exceptions import ClientError
 
-            try:
-                self._s3().head_object(Bucket=bucket, Key=key)
-                return True
-            except ClientError:
-                return False
+            def head(client) -> bool:
+                try:
+                    client.head_object(Bucket=bucket, Key=key)
+                    return True
+                except ClientError as exc:
+                    # Only "no such object" means absent; a denied or missing bucket is an error.
+                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                        return False
+                    raise
+
+            return self._call_s3(head, rel)
         return Path(self.uri(rel)).exists()
 
     def list(self, prefix: str) -> list[str]:
@@ -109,11 +115,14 @@ class ArtifactStore(dg.ConfigurableResource):
         if self.is_s3:
             bucket, key_prefix = self._bucket_key(prefix + "/")
             base_len = len(self._bucket_key("")[1])
-            out: list[str] = []
-            paginator = self._s3().get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
-                out.extend(obj["Key"][base_len:].lstrip("/") for obj in page.get("Contents", []))
-            return sorted(out)
+
+            def list_keys(client) -> list[str]:
+                out: list[str] = []
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+                    out.extend(obj["Key"][base_len:].lstrip("/") for obj in page.get("Contents", []))
+                return out
+
+            return sorted(self._call_s3(list_keys, prefix))
         root = Path(self.uri(prefix))
         if not root.exists():
             return []

@@ -86,14 +86,81 @@ def test_drift_sensor_fires_once_per_data_version(setup):
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))   # recomputed report
     instance.report_runless_asset_event(_drift_event(names, "p2", False, "dv-2"))
-    result = _tick(defs, instance, names.sensor("drift_retrain"))
+    result = _tick(defs, instance, names.sensor("retrain"))
     assert [r.run_key for r in result.run_requests] == [retrain_run_key("drift", "dv-1")]
     assert result.run_requests[0].tags["mlops/trigger"] == "drift"
     # Next tick from the returned cursor: nothing new, and it says so.
-    nothing = _tick(defs, instance, names.sensor("drift_retrain"), cursor=result.cursor)
-    assert not nothing.run_requests and "no drift signal" in nothing.skip_reason.skip_message
+    nothing = _tick(defs, instance, names.sensor("retrain"), cursor=result.cursor)
+    assert not nothing.run_requests and "no retrain signal" in nothing.skip_reason.skip_message
 
 
 def test_retrain_run_key_is_stable_and_kind_specific():
     assert retrain_run_key("drift", "abc") == retrain_run_key("drift", "abc")
     assert retrain_run_key("drift", "abc") != retrain_run_key("performance", "abc")
+
+
+def _launch_retrain_run(instance, names, run_key, sensor_name):
+    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+    return instance.create_run_for_job(
+        job_def=dg.GraphDefinition(name="noop", node_defs=[]).to_job(name=names.job("retrain")),
+        tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_name},
+    )
+
+
+def test_retrain_sensor_loop_protection_cooldown_and_budget(setup):
+    spec, names, defs, instance = setup
+    sensor = names.sensor("retrain")
+    instance.add_dynamic_partitions(names.partitions, ["p1", "p2", "p3"])
+    instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
+    first = _tick(defs, instance, sensor)
+    key = retrain_run_key("drift", "dv-1")
+    assert [r.run_key for r in first.run_requests] == [key]
+    _launch_retrain_run(instance, names, key, sensor)         # the daemon launches it
+
+    # Loop protection: the same data version shows drift again (e.g. recomputed against
+    # the new champion) -> no new retrain, and the skip says why.
+    instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
+    again = _tick(defs, instance, sensor, cursor=first.cursor)
+    assert not again.run_requests and "already handled" in again.skip_reason.skip_message
+
+    # New drifted data inside the cooldown window: held back, cursor kept for later.
+    instance.report_runless_asset_event(_drift_event(names, "p2", True, "dv-2"))
+    cooled = _tick(defs, instance, sensor, cursor=again.cursor)
+    assert not cooled.run_requests and "cooldown" in cooled.skip_reason.skip_message
+    assert cooled.cursor == again.cursor
+
+
+def test_retrain_budget_blocks_past_the_limit(spec):
+    from mlops_assets.spec import PipelineSpec
+
+    data = spec.model_dump(mode="json")
+    data["automation"].update(retrain_cooldown_minutes=0, retrain_budget=2)
+    tight = PipelineSpec.from_dict(data)
+    names, defs = Names(tight), build_mlops_defs(tight)
+    sensor = names.sensor("retrain")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(names.partitions, ["p1", "p2", "p3"])
+        cursor = None
+        for i in range(3):
+            instance.report_runless_asset_event(_drift_event(names, f"p{i + 1}", True, f"dv-{i}"))
+            result = _tick(defs, instance, sensor, cursor=cursor)
+            if i < 2:
+                assert len(result.run_requests) == 1
+                _launch_retrain_run(instance, names, result.run_requests[0].run_key, sensor)
+            else:
+                assert not result.run_requests and "budget spent: 2 retrains" in result.skip_reason.skip_message
+            cursor = result.cursor
+
+
+def test_several_pending_signals_start_one_retrain(setup):
+    spec, names, defs, instance = setup
+    instance.add_dynamic_partitions(names.partitions, ["p1", "p2"])
+    instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-a"))
+    instance.report_runless_asset_event(_drift_event(names, "p2", True, "dv-b"))
+    result = _tick(defs, instance, names.sensor("retrain"))
+    assert len(result.run_requests) == 1
+    assert "," in result.run_requests[0].tags["mlops/signals"]
+    # Both signals are consumed: nothing is left to start a second retrain.
+    nothing = _tick(defs, instance, names.sensor("retrain"), cursor=result.cursor)
+    assert not nothing.run_requests

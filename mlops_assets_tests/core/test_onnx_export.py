@@ -93,14 +93,30 @@ def _labels(task: str, signal: np.ndarray) -> np.ndarray:
 CASES = {
     "binary": ({"objective": "binary", "num_leaves": 31}, 100, "binary"),
     "binary_sigmoid_0.5": ({"objective": "binary", "num_leaves": 31, "sigmoid": 0.5}, 50, "binary"),
-    "multiclass_4": ({"objective": "multiclass", "num_class": 4, "num_leaves": 15}, 40, "multiclass"),
+    "multiclass_4": (
+        {"objective": "multiclass", "num_class": 4, "num_leaves": 15},
+        40,
+        "multiclass",
+    ),
     "regression_l2": ({"objective": "regression", "num_leaves": 63}, 100, "regression"),
     "regression_no_boost_from_average": (
-        {"objective": "regression", "num_leaves": 31, "boost_from_average": False}, 50, "regression"),
+        {"objective": "regression", "num_leaves": 31, "boost_from_average": False},
+        50,
+        "regression",
+    ),
     "poisson": ({"objective": "poisson", "num_leaves": 31}, 80, "poisson"),
     # Random-forest mode divides the summed trees by the iteration count.
-    "random_forest": ({"objective": "regression", "boosting": "rf", "bagging_freq": 1,
-                       "bagging_fraction": 0.6, "num_leaves": 31}, 30, "regression"),
+    "random_forest": (
+        {
+            "objective": "regression",
+            "boosting": "rf",
+            "bagging_freq": 1,
+            "bagging_fraction": 0.6,
+            "num_leaves": 31,
+        },
+        30,
+        "regression",
+    ),
 }
 
 
@@ -125,27 +141,50 @@ def test_early_stopped_booster_exports_best_iteration(train, X_score):
     X, signal = train
     y = _labels("binary", signal)
     booster = lgb.train(
-        {"objective": "binary", "num_leaves": 63, "learning_rate": 0.3, "verbose": -1, "seed": 0, "num_threads": 1},
-        lgb.Dataset(X[:6000], y[:6000]), num_boost_round=300,
-        valid_sets=[lgb.Dataset(X[6000:], y[6000:])], callbacks=[lgb.early_stopping(5, verbose=False)],
+        {
+            "objective": "binary",
+            "num_leaves": 63,
+            "learning_rate": 0.3,
+            "verbose": -1,
+            "seed": 0,
+            "num_threads": 1,
+        },
+        lgb.Dataset(X[:6000], y[:6000]),
+        num_boost_round=300,
+        valid_sets=[lgb.Dataset(X[6000:], y[6000:])],
+        callbacks=[lgb.early_stopping(5, verbose=False)],
         keep_training_booster=True,  # keeps the trees after best_iteration in the booster
     )
     assert 0 < booster.best_iteration < booster.num_trees()
-    assert check_parity(booster.predict(X_score), _onnx_predict(booster, X_score), PARITY_TOL).passed
+    assert check_parity(
+        booster.predict(X_score), _onnx_predict(booster, X_score), PARITY_TOL
+    ).passed
 
 
 def test_zero_as_missing_matches(train, X_score):
     X, signal = train
-    booster = _fit({"objective": "binary", "zero_as_missing": True, "num_leaves": 31}, X, _labels("binary", signal), 60)
+    booster = _fit(
+        {"objective": "binary", "zero_as_missing": True, "num_leaves": 31},
+        X,
+        _labels("binary", signal),
+        60,
+    )
     assert "Zero" in _missing_types(booster)
-    assert check_parity(booster.predict(X_score), _onnx_predict(booster, X_score), PARITY_TOL).passed
+    assert check_parity(
+        booster.predict(X_score), _onnx_predict(booster, X_score), PARITY_TOL
+    ).passed
 
 
 def test_single_leaf_trees(train, X_score):
     X, signal = train
     # A constant model: min_data_in_leaf larger than the data forbids any split;
     # its only leaf is the boost_from_average init score.
-    const = _fit({"objective": "binary", "min_data_in_leaf": 100_000}, X[:500], _labels("binary", signal[:500]), 5)
+    const = _fit(
+        {"objective": "binary", "min_data_in_leaf": 100_000},
+        X[:500],
+        _labels("binary", signal[:500]),
+        5,
+    )
     assert [t["num_leaves"] for t in const.dump_model()["tree_info"]] == [1]
     assert check_parity(const.predict(X_score), _onnx_predict(const, X_score), PARITY_TOL).passed
 
@@ -153,8 +192,17 @@ def test_single_leaf_trees(train, X_score):
     # and stay single leaves, interleaved with the other classes' real trees.
     y = _labels("binary", signal)
     y[np.random.default_rng(7).random(len(y)) < 0.01] = 2
-    mixed = _fit({"objective": "multiclass", "num_class": 3, "num_leaves": 15, "min_sum_hessian_in_leaf": 150},
-                 X, y, 20)
+    mixed = _fit(
+        {
+            "objective": "multiclass",
+            "num_class": 3,
+            "num_leaves": 15,
+            "min_sum_hessian_in_leaf": 150,
+        },
+        X,
+        y,
+        20,
+    )
     leaves = [t["num_leaves"] for t in mixed.dump_model()["tree_info"]]
     assert 1 in leaves and max(leaves) > 1
     assert check_parity(mixed.predict(X_score), _onnx_predict(mixed, X_score), PARITY_TOL).passed
@@ -168,9 +216,9 @@ def test_naive_float32_export_is_measurably_worse():
     (a fine price grid, say), the float32 threshold rounds onto a data value,
     and every row holding that value takes the other branch.
     """
+    import onnxruntime as ort
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
-    import onnxruntime as ort
 
     rng = np.random.default_rng(4)
     n = 10_000
@@ -182,11 +230,14 @@ def test_naive_float32_export_is_measurably_worse():
     expected = booster.predict(X)
     ours = check_parity(expected, _onnx_predict(booster, X), PARITY_TOL)
 
-    naive = convert_lightgbm(booster, initial_types=[("X", FloatTensorType([None, 4]))],
-                             zipmap=False, target_opset=15)
+    naive = convert_lightgbm(
+        booster, initial_types=[("X", FloatTensorType([None, 4]))], zipmap=False, target_opset=15
+    )
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the naive graph declares a wrong label shape
-    session = ort.InferenceSession(naive.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        naive.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     naive_proba = session.run(None, {"X": X.astype(np.float32)})[1][:, 1]
     naive = check_parity(expected, naive_proba, 1e-5)
 
@@ -197,8 +248,12 @@ def test_naive_float32_export_is_measurably_worse():
 
 def test_metadata_and_graph_signature(train):
     X, signal = train
-    booster = _fit({"objective": "multiclass", "num_class": 3, "num_leaves": 7}, X,
-                   np.digitize(signal, [-1.0, 1.0]), 5)
+    booster = _fit(
+        {"objective": "multiclass", "num_class": 3, "num_leaves": 7},
+        X,
+        np.digitize(signal, [-1.0, 1.0]),
+        5,
+    )
     names = [f"col_{i}" for i in range(N_FEATURES)]
     model = onnx.load_from_string(lightgbm_to_onnx(booster, feature_names=names))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -213,7 +268,11 @@ def test_metadata_and_graph_signature(train):
     assert out.name == "score" and out.type.tensor_type.elem_type == TensorProto.DOUBLE
 
     scorer = OnnxScorer(model.SerializeToString())
-    assert (scorer.n_features, scorer.input_name, scorer.task) == (N_FEATURES, "features", "multiclass")
+    assert (scorer.n_features, scorer.input_name, scorer.task) == (
+        N_FEATURES,
+        "features",
+        "multiclass",
+    )
     assert scorer.predict(X[:5]).shape == (5, 3)
     # Without explicit names the booster's own names are stored.
     default = onnx.load_from_string(lightgbm_to_onnx(booster))
@@ -228,8 +287,14 @@ def test_categorical_split_raises_naming_the_feature():
     n = 4000
     X = np.column_stack([rng.normal(size=n), rng.integers(0, 10, size=n).astype(float)])
     y = np.isin(X[:, 1], [1, 4, 7]).astype(int)  # not expressible as one threshold
-    booster = _fit({"objective": "binary", "num_leaves": 7, "min_data_per_group": 5, "cat_smooth": 1}, X, y, 5,
-                   categorical_feature=[1], feature_name=["amount", "city"])
+    booster = _fit(
+        {"objective": "binary", "num_leaves": 7, "min_data_per_group": 5, "cat_smooth": 1},
+        X,
+        y,
+        5,
+        categorical_feature=[1],
+        feature_name=["amount", "city"],
+    )
     with pytest.raises(OnnxExportError, match="categorical split on feature 'city'"):
         lightgbm_to_onnx(booster)
 
@@ -252,7 +317,9 @@ def test_unsupported_objective_raises(objective, train):
 @pytest.fixture(scope="module")
 def binary_onnx(train) -> bytes:
     X, signal = train
-    return lightgbm_to_onnx(_fit({"objective": "binary", "num_leaves": 15}, X, _labels("binary", signal), 20))
+    return lightgbm_to_onnx(
+        _fit({"objective": "binary", "num_leaves": 15}, X, _labels("binary", signal), 20)
+    )
 
 
 @pytest.mark.parametrize("corrupt", [b"", b"definitely not an onnx model", "half"])
@@ -268,21 +335,30 @@ def test_wrong_column_count_names_the_numbers(binary_onnx, X_score):
     scorer = OnnxScorer(binary_onnx)
     with pytest.raises(ValueError, match=r"expects 12 feature columns, got 11"):
         scorer.predict(X_score[:, :-1])
-    with pytest.raises(OnnxValidationError, match=r"wrong input width: model takes 12 features, expected 13"):
+    with pytest.raises(
+        OnnxValidationError, match=r"wrong input width: model takes 12 features, expected 13"
+    ):
         smoke_test(binary_onnx, N_FEATURES + 1)
 
 
 def test_scorer_casts_float32_and_non_contiguous_input(binary_onnx, X_score):
     scorer = OnnxScorer(binary_onnx, threads=1)
     fortran = np.asfortranarray(X_score[:50])
-    np.testing.assert_array_equal(scorer.predict(fortran), scorer.predict(np.ascontiguousarray(fortran)))
+    np.testing.assert_array_equal(
+        scorer.predict(fortran), scorer.predict(np.ascontiguousarray(fortran))
+    )
     assert scorer.predict(X_score[:10].astype(np.float32)).dtype == np.float64
 
 
 def test_smoke_test_accepts_good_models(binary_onnx, train):
     smoke_test(binary_onnx, N_FEATURES)
     X, signal = train
-    multi = _fit({"objective": "multiclass", "num_class": 3, "num_leaves": 7}, X, np.digitize(signal, [-1.0, 1.0]), 5)
+    multi = _fit(
+        {"objective": "multiclass", "num_class": 3, "num_leaves": 7},
+        X,
+        np.digitize(signal, [-1.0, 1.0]),
+        5,
+    )
     smoke_test(lightgbm_to_onnx(multi), N_FEATURES)
 
 
@@ -290,11 +366,14 @@ def _tiny_model(make_output, task: str) -> bytes:
     """A hand-built double model, to feed smoke_test the failures exports should never have."""
     nodes, out_shape = make_output()
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("features", TensorProto.DOUBLE, ["N", 3])],
         [helper.make_tensor_value_info("score", TensorProto.DOUBLE, out_shape)],
-        initializer=[helper.make_tensor("minus_one", TensorProto.DOUBLE, [], [-1.0]),
-                     helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+        initializer=[
+            helper.make_tensor("minus_one", TensorProto.DOUBLE, [], [-1.0]),
+            helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     model.ir_version = 10
@@ -304,9 +383,11 @@ def _tiny_model(make_output, task: str) -> bytes:
 
 def test_smoke_test_rejects_non_finite_and_wrong_shape():
     def log_of_negative():  # log(x - 1) on the all-zero row is NaN
-        return [helper.make_node("Add", ["features", "minus_one"], ["shifted"]),
-                helper.make_node("Log", ["shifted"], ["logged"]),
-                helper.make_node("ReduceSum", ["logged", "axes"], ["score"], keepdims=0)], ["N"]
+        return [
+            helper.make_node("Add", ["features", "minus_one"], ["shifted"]),
+            helper.make_node("Log", ["shifted"], ["logged"]),
+            helper.make_node("ReduceSum", ["logged", "axes"], ["score"], keepdims=0),
+        ], ["N"]
 
     def passthrough():  # a [N, 3] output where a regression must give [N]
         return [helper.make_node("Identity", ["features"], ["score"])], ["N", 3]

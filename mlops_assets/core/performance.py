@@ -1,0 +1,111 @@
+"""Delayed-label performance: join late labels to stored predictions, metrics per day.
+
+Labels often arrive days after scoring. Joining them by id to the predictions the
+champion actually served gives the model's real-world metrics as a daily time series,
+and a drop against the champion's holdout baseline is a retrain signal (concept drift
+that feature drift alone can miss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from mlops_assets.core.metrics import HIGHER_IS_BETTER, compute_metrics
+
+LABEL = "__label"
+DAY = "day"
+
+
+class LabelDataError(ValueError):
+    pass
+
+
+def join_labels(predictions: pl.DataFrame, labels: pl.DataFrame, *, id_column: str, label_column: str,
+                time_column: str) -> pl.DataFrame:
+    """Inner join on id; the latest prediction per id wins (a re-score by a newer champion)."""
+    for col in (id_column, label_column, time_column):
+        if col not in labels.columns:
+            raise LabelDataError(f"ground truth: missing column '{col}' (have {labels.columns})")
+    if id_column not in predictions.columns:
+        raise LabelDataError(f"predictions: missing id column '{id_column}'")
+    nulls = labels[label_column].null_count()
+    if nulls:
+        raise LabelDataError(f"ground truth column '{label_column}': {nulls} rows have no label")
+    time = pl.col(time_column)
+    if labels.schema[time_column] == pl.String:
+        time = time.str.to_datetime(time_zone="UTC")
+    lab = labels.select(
+        pl.col(id_column), pl.col(label_column).alias(LABEL), time.dt.date().alias(DAY)
+    ).unique(subset=[id_column], keep="last")
+    preds = predictions.sort("scored_at").unique(subset=[id_column], keep="last")
+    return preds.join(lab, on=id_column, how="inner")
+
+
+def _scores(joined: pl.DataFrame, task: str, classes: list) -> np.ndarray:
+    if task == "binary":
+        return joined["score"].to_numpy()
+    if task == "multiclass":
+        return joined.select([f"proba_{c}" for c in classes]).to_numpy()
+    return joined["prediction"].to_numpy()
+
+
+def _labels(joined: pl.DataFrame, task: str, classes: list) -> np.ndarray:
+    if task == "multiclass":
+        index = {str(c): i for i, c in enumerate(classes)}
+        return joined[LABEL].cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
+    return joined[LABEL].cast(pl.Float64).to_numpy()
+
+
+def daily_performance(joined: pl.DataFrame, task: str, *, threshold: float = 0.5, classes: list | None = None,
+                      min_rows: int = 50) -> pl.DataFrame:
+    """One row per (day, model_version) with the task's metrics; days below min_rows are kept
+    with their count but no metrics, so thin days never trigger anything."""
+    classes = [str(c) for c in (classes or [])]
+    rows = []
+    for (day, version), part in joined.group_by([DAY, "model_version"], maintain_order=True):
+        row = {DAY: day, "model_version": str(version), "n": part.height}
+        if part.height >= min_rows:
+            try:
+                row.update(compute_metrics(task, _labels(part, task, classes), _scores(part, task, classes), threshold))
+            except ValueError:
+                pass
+        rows.append(row)
+    if not rows:
+        return pl.DataFrame(schema={DAY: pl.Date, "model_version": pl.String, "n": pl.Int64})
+    return pl.DataFrame(rows).sort([DAY, "model_version"])
+
+
+@dataclass(frozen=True)
+class PerformanceSignal:
+    metric: str
+    baseline: float          # the champion's holdout value
+    current: float | None    # mean over the recent window
+    drop: float | None       # positive = worse than baseline
+    threshold: float
+    days: int
+    triggered: bool
+    message: str
+
+
+def performance_signal(series: pl.DataFrame, *, metric: str, baseline: float, champion_version: str,
+                       max_drop: float, window_days: int = 3) -> PerformanceSignal:
+    """Compare the champion's recent daily metric with its holdout baseline."""
+    mine = series.filter(pl.col("model_version") == champion_version)
+    if metric in mine.columns:
+        mine = mine.filter(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
+    if metric not in mine.columns or mine.height == 0:
+        return PerformanceSignal(metric, baseline, None, None, max_drop, 0, False,
+                                 f"no labelled days yet for champion v{champion_version}")
+    recent = mine.sort(DAY).tail(window_days)
+    current = float(recent[metric].mean())
+    drop = (baseline - current) if HIGHER_IS_BETTER.get(metric, True) else (current - baseline)
+    triggered = drop > max_drop
+    verdict = "exceeds" if triggered else "within"
+    return PerformanceSignal(
+        metric, baseline, current, drop, max_drop, recent.height, triggered,
+        f"{metric} over the last {recent.height} labelled day(s) = {current:.4f} vs holdout {baseline:.4f}: "
+        f"drop {drop:.4f} {verdict} the allowed {max_drop}",
+    )
