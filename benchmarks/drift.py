@@ -312,6 +312,7 @@ def case_b(rows: int, workdir: Path, chunk_rows: int) -> dict[str, Any]:
         "engine_cpu_s": round(res["cpu_s"], 2),
         "rows_per_s": round(res["n_rows"] / res["seconds"]),
         "engine_peak_rss_mb": round(max(res["ru_maxrss_mb"], res["peak_rss_mb"]), 1),
+        "engine_baseline_rss_mb": round(res["baseline_rss_mb"], 1),
         "n_chunks": res["n_chunks"],
         "chunk_rows": chunk_rows,
         "parquet_mb": round(size_mb, 1),

@@ -2,12 +2,14 @@
 
 __version__ = "0.1.0"
 
+from mlops_assets.component import MLOpsPipelineComponent  # noqa: E402
 from mlops_assets.definitions import build_mlops_defs  # noqa: E402
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier  # noqa: E402
 from mlops_assets.spec import PipelineSpec, SpecError  # noqa: E402
 
 __all__ = [
     "ArtifactStore",
+    "MLOpsPipelineComponent",
     "MLflowRegistry",
     "Notifier",
     "PipelineSpec",

@@ -13,8 +13,8 @@ three optional attributes that say where the resources live::
 
 There is no second schema: the YAML is validated by `PipelineSpec` itself, so an unknown
 attribute or a wrong type fails when the definitions load, with the YAML path named.
-Relative `source.path`, `state_dir` and local `storage_uri` resolve against the folder
-that holds the `defs.yaml`.
+Relative paths (`source.path`, `ground_truth.path`, `state_dir`, a local `storage_uri`)
+resolve against the folder that holds the `defs.yaml`.
 
 This module imports only dagster and the spec; `build_mlops_defs` (and with it every
 stage) is imported when the definitions are built.
@@ -43,6 +43,8 @@ from mlops_assets.spec import (
 )
 
 if TYPE_CHECKING:
+    from dagster_aws.s3 import S3Resource
+
     from mlops_assets.resources import ArtifactStore, MLflowRegistry
 
 # Attributes that are not part of PipelineSpec: where the resources live.
@@ -159,8 +161,8 @@ _DEFS_TEMPLATE = textwrap.dedent(
     """\
     # One ML pipeline: seven assets <name>/raw_data ... <name>/drift_report, their checks,
     # jobs, sensors and a batch-inference schedule. The attributes are PipelineSpec fields.
-    # Relative paths (source.path, state_dir, a local storage_uri) resolve against this
-    # folder. Strings may use templates, e.g. "{{ env.MY_VAR }}" (unset -> null).
+    # Relative paths (source.path, state_dir, a local storage_uri, ...) resolve against
+    # this folder. Strings may use templates, e.g. "{{ env.MY_VAR }}" (unset -> null).
     type: __TYPE__
     attributes:
       # The pipeline's name: asset key prefix, group name and MLflow model name.
@@ -221,7 +223,7 @@ _DEFS_TEMPLATE = textwrap.dedent(
       state_dir: .mlops        # embedded default home: local artifacts and a sqlite MLflow store
       # Production resources; unset (null) keeps the embedded defaults under state_dir.
       storage_uri: "{{ env.MLOPS_STORAGE_URI }}"          # e.g. s3://bucket/mlops
-      s3_endpoint_url: "{{ env.AWS_ENDPOINT_URL }}"       # S3-compatible stores only (MinIO, ...)
+      s3_endpoint_url: "{{ env.AWS_ENDPOINT_URL }}"       # S3-compatible stores (MinIO, ...)
       mlflow_tracking_uri: "{{ env.MLFLOW_TRACKING_URI }}" # e.g. http://mlflow:5000
     """
 )
@@ -254,7 +256,8 @@ with warnings.catch_warnings():
         )
         s3_endpoint_url: str | None = Field(
             None,
-            description="S3-compatible endpoint (MinIO, ...) for an s3:// storage_uri. Unset: AWS.",
+            description="S3-compatible endpoint (MinIO, ...) for an s3:// storage_uri and an "
+            "s3:// source.path. Unset: AWS (or AWS_ENDPOINT_URL).",
         )
         mlflow_tracking_uri: str | None = Field(
             None,
@@ -287,6 +290,13 @@ with warnings.catch_warnings():
                 uri = str((base_dir / uri).resolve())
             return ArtifactStore(base_uri=uri, s3_endpoint_url=self.s3_endpoint_url)
 
+        def _s3(self) -> S3Resource | None:
+            if self.s3_endpoint_url is None:
+                return None
+            from dagster_aws.s3 import S3Resource
+
+            return S3Resource(endpoint_url=self.s3_endpoint_url)
+
         def _registry(self) -> MLflowRegistry | None:
             if self.mlflow_tracking_uri is None:
                 return None
@@ -302,7 +312,7 @@ with warnings.catch_warnings():
             base_dir = _component_dir(context)
             spec = self.to_spec(base_dir)
             return build_mlops_defs(
-                spec, storage=self._storage(base_dir), registry=self._registry()
+                spec, storage=self._storage(base_dir), registry=self._registry(), s3=self._s3()
             )
 
 

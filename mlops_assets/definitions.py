@@ -19,7 +19,7 @@ from mlops_assets.automation.schedules import (
     build_monitoring_schedule,
     build_performance_schedule,
 )
-from mlops_assets.automation.sensors import build_new_data_sensor, build_retrain_sensor
+from mlops_assets.automation.sensors import build_new_data_sensor, build_retrain_sensor, build_run_failure_sensor
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.stages.batch_predictions import build_batch_predictions_asset
@@ -41,6 +41,15 @@ def default_registry(spec: PipelineSpec) -> MLflowRegistry:
         tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
         artifact_location=str(state / "mlartifacts"),
     )
+
+
+def default_notifier(spec: PipelineSpec) -> Notifier:
+    """Webhook alerts when MLOPS_WEBHOOK_URL is set (read at run time, never stored), else log."""
+    import os
+
+    if os.environ.get("MLOPS_WEBHOOK_URL"):
+        return Notifier(backend="webhook", webhook_url=dg.EnvVar("MLOPS_WEBHOOK_URL"), pipeline=spec.name)
+    return Notifier(pipeline=spec.name)
 
 
 def build_mlops_defs(
@@ -78,10 +87,12 @@ def build_mlops_defs(
         ]
     assets += extra
     jobs = build_jobs(names, partitions)
+    notifier = notifier or default_notifier(spec)
     return dg.Definitions(
         assets=assets,
         jobs=[*jobs.all(), build_rollback_job(names)],
-        sensors=[build_new_data_sensor(names, jobs), build_retrain_sensor(names, jobs)],
+        sensors=[build_new_data_sensor(names, jobs), build_retrain_sensor(names, jobs),
+                 build_run_failure_sensor(names, jobs, notifier)],
         schedules=[
             build_batch_inference_schedule(names, jobs),
             build_monitoring_schedule(names, jobs),
@@ -90,7 +101,7 @@ def build_mlops_defs(
         resources={
             names.storage: storage or default_storage(spec),
             names.registry: registry or default_registry(spec),
-            names.notifier: notifier or Notifier(),
+            names.notifier: notifier,
             # Reads the S3 source (if any). Unset: the standard AWS chain, AWS_ENDPOINT_URL included.
             names.s3: s3 or S3Resource(),
         },

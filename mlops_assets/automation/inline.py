@@ -36,11 +36,17 @@ class InlineAutomation:
 
     def tick_sensor(self, name: str) -> TickOutcome:
         sensor = self.defs.get_sensor_def(name)
+        # `definitions=` supplies the repository only; the resources the sensor requires (e.g.
+        # the S3 client of an s3:// source) are passed explicitly, as the daemon binds them.
+        available = self.defs.resources or {}
+        resources = {k: available[k] for k in sensor.required_resource_keys if k in available}
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name
+            instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name,
+            resources=resources or None,
         )
-        # Called directly (not evaluate_tick) so the requested dynamic partitions are
-        # added before run requests are validated against them, as the daemon does.
+        # Called directly (not evaluate_tick): the daemon adds the tick's requested dynamic
+        # partitions before it validates run requests against them; evaluate_tick would
+        # validate first and reject partitions this very tick creates.
         result = sensor(context)
         if isinstance(result, dg.SkipReason):
             result = dg.SensorResult(skip_reason=result)

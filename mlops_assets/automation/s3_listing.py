@@ -60,3 +60,12 @@ def scan_s3_arrivals(client, uri: str, since_key: str | None, *, require_success
         if not blocked:
             next_key = key
     return scan, next_key
+
+
+def s3_client(resource):
+    """The boto3 client behind a pipeline's S3 resource key.
+
+    Sensors and assets declare that key in `required_resource_keys`; dagster-aws's S3Resource
+    then attaches its boto3 client, not itself, to the context. A plain S3Resource is accepted too.
+    """
+    return resource.get_client() if hasattr(type(resource), "get_client") else resource

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 
 from mlops_assets.automation.jobs import PREPARE_STAGES, PipelineJobs
-from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, scan_s3_arrivals
+from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, s3_client, scan_s3_arrivals
 from mlops_assets.core.arrivals import ArrivalCursor, scan_arrivals
 from mlops_assets.stages.common import Names, partition_key_for_file
 from mlops_assets.stages.drift import INPUT_DATA_VERSION, RETRAIN_SIGNAL
@@ -39,9 +39,11 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
         required_resource_keys={names.s3} if s3_source else None,
         description=f"New complete files in {source.path} -> one partition and run each.",
     )
-    def new_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def new_data_sensor(context: dg.SensorEvaluationContext, **_bound) -> dg.SensorResult:
+        # `**_bound`: calling the sensor directly (tests, InlineAutomation) passes the required
+        # resources as keyword arguments; the daemon does not. Both read context.resources.
         if s3_source:
-            client = getattr(context.resources, names.s3).get_client()
+            client = s3_client(getattr(context.resources, names.s3))
             scan, since_key = scan_s3_arrivals(client, source.path, parse_s3_cursor(context.cursor),
                                                require_success_marker=source.require_success_marker)
             next_cursor = dump_s3_cursor(since_key)
@@ -180,3 +182,24 @@ def _launched(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -> b
 
     return bool(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_name}),
                                   limit=1))
+
+
+def build_run_failure_sensor(names: Names, jobs: PipelineJobs, notifier) -> dg.SensorDefinition:
+    """Run-failure sensors take no namespaced resource keys, so the pipeline's notifier is
+    bound here and its config (EnvVar secrets included) resolved when an alert is sent."""
+
+    @dg.run_failure_sensor(
+        name=names.sensor("run_failure"),
+        monitored_jobs=jobs.all(),
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Alert on any failed run of this pipeline's jobs.",
+    )
+    def run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
+        run = context.dagster_run
+        error = context.failure_event.message or "run failed"
+        notifier.process_config_and_initialize().send(
+            "run_failure", f"{names.pipeline}: run of {run.job_name} failed", error[:1500],
+            {"run_id": run.run_id, "partition": run.tags.get("dagster/partition", "")},
+        )
+
+    return run_failure_sensor

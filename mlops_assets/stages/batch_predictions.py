@@ -45,6 +45,7 @@ def build_batch_predictions_asset(names: Names, partitions: dg.PartitionsDefinit
         deps=[names.key("validated_features"), names.key("registered_model")],
         kinds={"onnx", "parquet"},
         code_version=names.code_version,
+        automation_condition=names.eager_condition,
         required_resource_keys={names.storage, names.registry},
         description="Scores of one partition by the champion model, through onnxruntime.",
     )

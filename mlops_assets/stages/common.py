@@ -65,6 +65,12 @@ class Names:
         return f"{self.pipeline}_{what}_schedule"
 
     @property
+    def eager_condition(self) -> dg.AutomationCondition | None:
+        """With `automation.declarative`, downstream partitions update as soon as their
+        parents do (Dagster's AutomationCondition); training stays sensor-driven."""
+        return dg.AutomationCondition.eager() if self.spec.automation.declarative else None
+
+    @property
     def model_name(self) -> str:
         return self.pipeline
 

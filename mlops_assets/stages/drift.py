@@ -50,7 +50,8 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
         deps=[names.key("validated_features"), names.key("batch_predictions")],
         kinds={"evidently", "polars", "html"},
         code_version=names.code_version,
-        required_resource_keys={names.storage, names.registry},
+        automation_condition=names.eager_condition,
+        required_resource_keys={names.storage, names.registry, names.notifier},
         description="Per-feature drift (PSI, JS, Wasserstein, KS) vs the champion's reference profile.",
     )
     def drift_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -119,6 +120,12 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
             metadata["prediction_drifted"] = bool(result.prediction.drifted)
         if html_uri:
             metadata["evidently_html"] = dg.MetadataValue.path(html_uri)
+        if signal:
+            getattr(context.resources, names.notifier).send(
+                "drift", f"{spec.name}: drift in {partition}", result.message,
+                {"drift_share": round(float(result.drift_share), 3), "key_features": ",".join(key_drifted) or "-",
+                 "champion": version},
+            )
         context.log.info(f"drift share {result.drift_share:.2f} ({len(drifted)} features): {result.message}")
         return dg.MaterializeResult(
             metadata=metadata,

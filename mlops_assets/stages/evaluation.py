@@ -34,7 +34,7 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
                                        description="Release gate: every configured rule must pass.")],
         kinds={"mlflow", "onnx"},
         code_version=names.code_version,
-        required_resource_keys={names.storage, names.registry},
+        required_resource_keys={names.storage, names.registry, names.notifier},
         description="Holdout metrics, slices, latency and champion comparison; the gate decides.",
     )
     def evaluation_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -75,6 +75,10 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
         if not decision.passed:
             gate_tags["approval"] = "rejected"
             gate_tags["rejection_reason"] = decision.message()[:4000]
+            getattr(context.resources, names.notifier).send(
+                "gate_failed", f"{spec.name}: v{candidate.version} held by the gate", decision.message(),
+                {"champion": result.champion_version or "none"},
+            )
         registry.set_tags(names.model_name, candidate.version, gate_tags)
 
         metadata = {

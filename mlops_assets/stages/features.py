@@ -30,6 +30,7 @@ def build_features_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
         check_specs=check_specs,
         kinds={"polars", "parquet"},
         code_version=names.code_version,
+        automation_condition=names.eager_condition,
         required_resource_keys={names.storage},
         description="Validated, typed features with a deterministic train/valid/holdout split.",
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from mlops_assets.automation.s3_listing import s3_client
 from mlops_assets.core.features import data_hash
 from mlops_assets.stages.common import Names, Paths, table_schema
 
@@ -67,10 +68,13 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
             origin = f"asset {upstream.to_user_string()}"
         else:
             origin = source_file_path(spec.source.path, partition)
-            if origin.startswith("s3://"):
-                df = _read_s3_file(getattr(context.resources, names.s3).get_client(), origin, spec.source.format)
-            else:
-                df = read_arrival_file(origin, spec.source.format)
+            try:
+                if origin.startswith("s3://"):
+                    df = _read_s3_file(s3_client(getattr(context.resources, names.s3)), origin, spec.source.format)
+                else:
+                    df = read_arrival_file(origin, spec.source.format)
+            except RawDataError as exc:
+                raise quarantine(storage, spec.name, partition, origin, str(exc)) from exc
         uri = storage.write_parquet(paths.raw(partition), df)
         version = data_hash(df)
         context.log.info(f"ingested {df.height} rows from {origin} -> {uri}")
@@ -86,6 +90,29 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
         )
 
     return raw_data
+
+
+QUARANTINE_DIR = "_quarantine"
+
+
+def quarantine(storage, pipeline: str, partition: str, origin: str, reason: str) -> dg.Failure:
+    """Move an unreadable local file aside (never delete it), record why, and return the
+    Failure that marks this partition failed. Files after it are unaffected."""
+    moved_to = None
+    if not origin.startswith("s3://") and os.path.exists(origin):
+        qdir = os.path.join(os.path.dirname(origin), QUARANTINE_DIR)
+        os.makedirs(qdir, exist_ok=True)
+        moved_to = os.path.join(qdir, os.path.basename(origin))
+        os.replace(origin, moved_to)
+        Path(moved_to + ".reason.txt").write_text(reason + "\n")
+    record = storage.write_json(f"{pipeline}/quarantine/{partition}.json",
+                                {"partition": partition, "source": origin, "moved_to": moved_to, "reason": reason})
+    return dg.Failure(
+        description=f"quarantined {origin}: {reason}",
+        metadata={"reason": reason, "moved_to": moved_to or "(left in place)",
+                  "quarantine_record": dg.MetadataValue.path(record)},
+        allow_retries=False,
+    )
 
 
 def _read_s3_file(client, uri: str, fmt: str) -> pl.DataFrame:

@@ -18,6 +18,7 @@ import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
 from mlops_assets.component import MLOpsPipelineComponent
+from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.stages.common import STAGES
@@ -86,7 +87,9 @@ def test_component_fields_are_the_spec_fields():
 
 def test_scaffolded_defs_yaml_loads_and_builds(no_resource_env):
     with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(component_cls=MLOpsPipelineComponent, defs_path="loan_default")
+        path = sandbox.scaffold_component(
+            component_cls=MLOpsPipelineComponent, defs_path="loan_default"
+        )
         text = (path / "defs.yaml").read_text()
         assert text.count("#") > 20, "the scaffolded spec should be commented"
         assert yaml.safe_load(text)["attributes"]["name"] == "loan_default"
@@ -98,13 +101,17 @@ def test_scaffolded_defs_yaml_loads_and_builds(no_resource_env):
                 key = dg.AssetKey(["loan_default", stage])
                 assert graph.has(key), stage
                 assert graph.get(key).group_name == "loan_default"
-            for job in ("bootstrap", "ingest", "retrain", "batch_inference", "drift"):
-                defs.resolve_job_def(f"loan_default_{job}_job")
+            # The same jobs, sensors and schedules as build_mlops_defs gives for the spec.
+            direct = build_mlops_defs(component.to_spec(path))
+            for kind in ("jobs", "sensors", "schedules"):
+                names = {d.name for d in getattr(defs, kind)}
+                assert names == {d.name for d in getattr(direct, kind)}, kind
+                assert all(n.startswith("loan_default_") for n in names), names
+            assert defs.resolve_job_def("loan_default_bootstrap_job")
             assert defs.resolve_sensor_def("loan_default_new_data_sensor")
-            assert defs.resolve_sensor_def("loan_default_drift_retrain_sensor")
             assert defs.resolve_schedule_def("loan_default_batch_inference_schedule")
 
-            # Relative paths resolve against the component's folder; env vars unset -> embedded defaults.
+            # Relative paths resolve against the component's folder; no env -> embedded defaults.
             folder = path.resolve()
             storage = defs.resources["loan_default_storage"]
             registry = defs.resources["loan_default_mlflow"]
@@ -119,13 +126,45 @@ def test_scaffold_name_param_and_env_templated_resources(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     with create_defs_folder_sandbox() as sandbox:
         path = sandbox.scaffold_component(
-            component_cls=MLOpsPipelineComponent, defs_path="pipelines/one", scaffold_params={"name": "churn"}
+            component_cls=MLOpsPipelineComponent,
+            defs_path="pipelines/one",
+            scaffold_params={"name": "churn"},
         )
         with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
             storage = defs.resources["churn_storage"]
-            assert (storage.base_uri, storage.s3_endpoint_url) == ("s3://bucket/mlops", "http://127.0.0.1:9000")
+            assert storage.base_uri == "s3://bucket/mlops"
+            assert storage.s3_endpoint_url == "http://127.0.0.1:9000"
+            assert defs.resources["churn_s3"].endpoint_url == "http://127.0.0.1:9000"
             registry = defs.resources["churn_mlflow"]
-            assert (registry.tracking_uri, registry.ui_url) == ("http://mlflow:5000", "http://mlflow:5000")
+            assert registry.tracking_uri == registry.ui_url == "http://mlflow:5000"
+
+
+def test_only_templates_are_rendered(tmp_path, monkeypatch, no_resource_env):
+    """Plain strings stay strings ("1" is not turned into 1); templates render, null when unset."""
+    monkeypatch.setenv("MLOPS_TEST_TARGET", "defaulted")
+    monkeypatch.delenv("MLOPS_TEST_UNSET_VARIABLE", raising=False)
+    text = textwrap.dedent(_small_attributes(tmp_path / "landing", tmp_path / "state"))
+    text = text.replace("  target: defaulted\n", '  target: "{{ env.MLOPS_TEST_TARGET }}"\n')
+    grade = '    - {name: grade, type: categorical, categories: ["1", "2", "True"]}\n'
+    text = text.replace("  features:\n", "  features:\n" + grade)
+    text += '  storage_uri: "{{ env.MLOPS_TEST_UNSET_VARIABLE }}"\n'
+    with create_defs_folder_sandbox() as sandbox:
+        path = _write_defs(sandbox, "churn", text)
+        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
+            assert component.target == "defaulted"
+            assert component.features[0].categories == ["1", "2", "True"]
+            assert component.storage_uri is None
+            assert defs.resources["churn_storage"].base_uri == str(tmp_path / "state" / "artifacts")
+
+
+def test_docs_sample_defs_yaml_loads(monkeypatch, no_resource_env):
+    monkeypatch.delenv("CHURN_LANDING", raising=False)
+    sample = Path(__file__).resolve().parents[2] / "docs" / "defs.yaml"
+    with create_defs_folder_sandbox() as sandbox:
+        path = _write_defs(sandbox, "churn", sample.read_text())
+        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
+            assert component.to_spec(path).source.path == str(path.resolve() / "landing")
+            assert defs.resolve_asset_graph().has(dg.AssetKey(["churn", "drift_report"]))
 
 
 def test_handwritten_defs_yaml_runs_the_lifecycle(tmp_path, no_resource_env):
@@ -133,27 +172,28 @@ def test_handwritten_defs_yaml_runs_the_lifecycle(tmp_path, no_resource_env):
     file_name = write_day(landing, dt.date(2026, 1, 1), n_rows=3000).name
     with create_defs_folder_sandbox() as sandbox:
         path = _write_defs(sandbox, "churn", _small_attributes(landing, tmp_path / "state"))
-        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
-            with dg.instance_for_test() as instance:
-                instance.add_dynamic_partitions("churn_arrivals", [file_name])
-                result = defs.resolve_job_def("churn_bootstrap_job").execute_in_process(
-                    instance=instance, partition_key=file_name
-                )
-                assert result.success
-                materialized = {
-                    e.asset_key for e in result.get_asset_materialization_events()
-                }
-                assert dg.AssetKey(["churn", "registered_model"]) in materialized
-                assert {dg.AssetKey(["churn", s]) for s in STAGES} <= materialized
+        with (
+            sandbox.load_component_and_build_defs(defs_path=path) as (_, defs),
+            dg.instance_for_test() as instance,
+        ):
+            instance.add_dynamic_partitions("churn_arrivals", [file_name])
+            result = defs.resolve_job_def("churn_bootstrap_job").execute_in_process(
+                instance=instance, partition_key=file_name
+            )
+            assert result.success
+            materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+            assert dg.AssetKey(["churn", "registered_model"]) in materialized
+            assert {dg.AssetKey(["churn", s]) for s in STAGES} <= materialized
     assert (tmp_path / "state" / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize(
     ("replace", "by", "field"),
     [
-        ("  min_rows: 200\n", "  min_rows: 200\n  colour: red\n", "attributes.colour"),  # unknown
-        ("  min_rows: 200\n", "  min_rows: lots\n", "attributes.min_rows"),               # wrong type
-        ("{num_boost_round: 40}", "{num_boost_round: many}", "attributes.model.lightgbm.num_boost_round"),
+        ("  min_rows: 200\n", "  min_rows: 200\n  colour: red\n", "attributes.colour"),
+        ("  min_rows: 200\n", "  min_rows: lots\n", "attributes.min_rows"),
+        ("{num_boost_round: 40}", "{num_boost_round: x}",
+         "attributes.model.lightgbm.num_boost_round"),
         ("  group_column: gender\n", '  group_column: "{{ 7 }}"\n', "attributes.group_column"),
     ],
     ids=["unknown", "wrong-type", "nested-wrong-type", "template-renders-wrong-type"],
@@ -163,9 +203,11 @@ def test_bad_attributes_fail_at_load_naming_the_field(tmp_path, replace, by, fie
     assert replace in text
     with create_defs_folder_sandbox() as sandbox:
         path = _write_defs(sandbox, "bad", text.replace(replace, by))
-        with pytest.raises(Exception) as caught:
-            with sandbox.load_component_and_build_defs(defs_path=path):
-                pass
+        with (
+            pytest.raises(Exception) as caught,  # the loader wraps the validation error
+            sandbox.load_component_and_build_defs(defs_path=path),
+        ):
+            pass
     message = _chain(caught.value)
     assert field in message, message
     assert "defs.yaml:" in message  # the file and line of the offending attribute
@@ -174,10 +216,12 @@ def test_bad_attributes_fail_at_load_naming_the_field(tmp_path, replace, by, fie
 def test_dg_list_components_shows_the_component(tmp_path):
     env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
     out = subprocess.run(
-        [str(DG), "list", "components"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [str(DG), "list", "components"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 0, out.stderr
     assert PUBLIC_TYPE in out.stdout, (
         "mlops_assets/__init__.py must export MLOpsPipelineComponent (the registry module is "
-        "`mlops_assets`, see the dagster_dg_cli.registry_modules entry point)\n" + out.stdout[-2000:]
+        "`mlops_assets`: see the dagster_dg_cli.registry_modules entry point)\n"
+        + out.stdout[-2000:]
     )

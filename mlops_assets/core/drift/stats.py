@@ -175,7 +175,7 @@ def ks_pvalue(d: float, n1: int, n2: int, *, exact: bool = True) -> float:
                 ok, _, prob = _attempt_exact_2kssamp(n1, n2, math.gcd(n1, n2), d, "two-sided")
             if ok:
                 return float(np.clip(prob, 0.0, 1.0))
-        except (ImportError, TypeError, ValueError):  # private helper moved: use the asymptotic
+        except (ImportError, TypeError, ValueError):  # private function moved: use the asymptotic
             pass
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = m * n / (m + n)
