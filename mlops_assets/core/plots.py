@@ -84,3 +84,25 @@ def evaluation_plots(
         ax.set(xlabel="drop in main metric when shuffled", title="Feature importance (permutation)")
         paths["feature_importance"] = _save(plt, fig, out / "feature_importance.png")
     return paths
+
+
+def drift_trend_plot(history, out_path: str | Path, top: int = 5) -> Path | None:
+    """Severity (score / threshold; >= 1 means drifted) of the top drifting features over
+    recent drift runs. `history` is the concatenated per-run drift score table."""
+    import polars as pl
+
+    rows = history.filter((pl.col("role") == "feature") & pl.col("score").is_not_null())
+    if rows.height == 0:
+        return None
+    rows = rows.with_columns((pl.col("score") / pl.col("threshold")).alias("severity")).sort("computed_at")
+    latest = rows.group_by("name").agg(pl.col("severity").last()).sort("severity", descending=True)
+    chosen = latest.head(top)["name"].to_list()
+    plt, fig, ax = _figure()
+    fig.set_size_inches(7, 4)
+    for name in chosen:
+        part = rows.filter(pl.col("name") == name)
+        ax.plot(range(part.height), part["severity"].to_list(), "o-", label=name)
+    ax.axhline(1.0, color="r", lw=0.8, ls="--", label="drift threshold")
+    ax.set(xlabel="drift run (oldest -> newest)", ylabel="score / threshold", title="Top drifting features")
+    ax.legend(loc="upper left", fontsize=7)
+    return _save(plt, fig, Path(out_path))

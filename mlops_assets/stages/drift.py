@@ -86,6 +86,7 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
         table = result.to_frame()
         table_uri = storage.write_parquet(f"{out_dir}/features.parquet", table)
         _append_scores(storage, spec.name, partition, version, context.run_id, table)
+        trend_uri = _trend_plot(storage, spec.name, f"{out_dir}/trend.png")
         html_uri = None
         if not result.empty:
             sample = pl.read_parquet(bundle_dir / SAMPLE_FILE)
@@ -120,6 +121,8 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
             metadata["prediction_drifted"] = bool(result.prediction.drifted)
         if html_uri:
             metadata["evidently_html"] = dg.MetadataValue.path(html_uri)
+        if trend_uri:
+            metadata["trend_plot"] = dg.MetadataValue.path(trend_uri)
         if signal:
             getattr(context.resources, names.notifier).send(
                 "drift", f"{spec.name}: drift in {partition}", result.message,
@@ -143,3 +146,15 @@ def _append_scores(storage, pipeline: str, partition: str, version: str, run_id:
         pl.lit(run_id).alias("run_id"), pl.lit(now).alias("computed_at"),
     )
     storage.write_parquet(f"{pipeline}/drift_scores/day={now.date().isoformat()}/{partition}-{run_id[:8]}.parquet", rows)
+
+
+def _trend_plot(storage, pipeline: str, rel: str, max_runs: int = 200) -> str | None:
+    from mlops_assets.core.plots import drift_trend_plot
+
+    files = [p for p in storage.list(f"{pipeline}/drift_scores") if p.endswith(".parquet")][-max_runs:]
+    if not files:
+        return None
+    history = pl.concat([storage.read_parquet(p) for p in files], how="vertical_relaxed")
+    with tempfile.TemporaryDirectory(prefix="mlops-trend-") as tmp:
+        path = drift_trend_plot(history, Path(tmp) / "trend.png")
+        return storage.write_file(rel, path) if path else None

@@ -247,6 +247,7 @@ def test_unreachable_s3_endpoint_fails_fast_and_names_the_host(tmp_path, s3_serv
     spec = services_spec(tmp_path, f"s3://{s3_bucket}/landing/demo")
     names = Names(spec)
     defs = build_mlops_defs(spec, storage=store, s3=S3Resource(endpoint_url=s3_server.endpoint_url))
+    (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         instance.add_dynamic_partitions(names.partitions, [PART1])
         job = defs.resolve_job_def(names.job("ingest"))
@@ -264,6 +265,7 @@ def test_unreachable_s3_endpoint_fails_fast_and_names_the_host(tmp_path, s3_serv
 
     # The sensor: its S3 client points at the dead endpoint -> the tick raises, naming it.
     dead_defs = build_mlops_defs(spec, s3=S3Resource(endpoint_url=dead))
+    (tmp_path / "home2").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home2")) as instance:
         auto = InlineAutomation(dead_defs, instance)
         seconds, exc = _elapsed(lambda: auto.tick_sensor(names.sensor("new_data")))
