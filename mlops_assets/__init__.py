@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from mlops_assets.component import MLOpsPipelineComponent  # noqa: E402
-from mlops_assets.definitions import build_mlops_defs  # noqa: E402
+from mlops_assets.definitions import build_mlops_defs, build_pipelines_defs  # noqa: E402
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier  # noqa: E402
 from mlops_assets.spec import PipelineSpec, SpecError  # noqa: E402
 
@@ -16,4 +16,5 @@ __all__ = [
     "SpecError",
     "__version__",
     "build_mlops_defs",
+    "build_pipelines_defs",
 ]

@@ -106,3 +106,18 @@ def build_mlops_defs(
             names.s3: s3 or S3Resource(),
         },
     )
+
+
+def build_pipelines_defs(specs: list[PipelineSpec], **resources) -> dg.Definitions:
+    """Several pipelines in one deployment; two pipelines with the same name are refused."""
+    from mlops_assets.spec import SpecError
+
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise SpecError(
+                f"two pipelines are named '{spec.name}': names prefix every asset key, job, sensor, "
+                "schedule, resource and MLflow model, so they must be unique in a deployment"
+            )
+        seen.add(spec.name)
+    return dg.Definitions.merge(*(build_mlops_defs(spec, **resources) for spec in specs))

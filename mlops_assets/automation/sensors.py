@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlops_assets.automation.jobs import PREPARE_STAGES, PipelineJobs
 from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, s3_client, scan_s3_arrivals
-from mlops_assets.core.arrivals import ArrivalCursor, scan_arrivals
+from mlops_assets.core.arrivals import Arrival, ArrivalCursor, ArrivalScan, scan_arrivals
 from mlops_assets.stages.common import Names, partition_key_for_file
 from mlops_assets.stages.drift import INPUT_DATA_VERSION, RETRAIN_SIGNAL
 
@@ -25,11 +25,22 @@ def retrain_run_key(trigger: str, data_version: str) -> str:
     return hashlib.sha256(f"{trigger}:{data_version}".encode()).hexdigest()[:24]
 
 
+def _upstream_arrivals(context: dg.SensorEvaluationContext, upstream: dg.AssetKey):
+    """Bring-your-own raw data: each new materialization of the user's asset is an arrival."""
+    found = context.instance.fetch_materializations(upstream, limit=100, cursor=context.cursor, ascending=True)
+    scan = ArrivalScan(scanned=len(found.records))
+    for record in found.records:
+        key = f"{upstream.path[-1]}-{record.storage_id}"
+        scan.ready.append(Arrival(key, upstream.to_user_string(), 0, record.storage_id))
+    return scan, (found.cursor if found.records else context.cursor)
+
+
 def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefinition:
     spec = names.spec
     source = spec.source
 
     s3_source = bool(source.path and source.path.startswith("s3://"))
+    upstream = dg.AssetKey(source.asset_key) if source.asset_key else None
 
     @dg.sensor(
         name=names.sensor("new_data"),
@@ -37,12 +48,15 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
         minimum_interval_seconds=spec.automation.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={names.s3} if s3_source else None,
-        description=f"New complete files in {source.path} -> one partition and run each.",
+        description=(f"New materializations of {upstream.to_user_string()}" if upstream
+                     else f"New complete files in {source.path}") + " -> one partition and run each.",
     )
     def new_data_sensor(context: dg.SensorEvaluationContext, **_bound) -> dg.SensorResult:
         # `**_bound`: calling the sensor directly (tests, InlineAutomation) passes the required
         # resources as keyword arguments; the daemon does not. Both read context.resources.
-        if s3_source:
+        if upstream is not None:
+            scan, next_cursor = _upstream_arrivals(context, upstream)
+        elif s3_source:
             client = s3_client(getattr(context.resources, names.s3))
             scan, since_key = scan_s3_arrivals(client, source.path, parse_s3_cursor(context.cursor),
                                                require_success_marker=source.require_success_marker)

@@ -49,22 +49,11 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
     paths = Paths(spec.name)
     upstream = dg.AssetKey(spec.source.asset_key) if spec.source.asset_key else None
 
-    @dg.asset(
-        key=names.key("raw_data"),
-        group_name=spec.name,
-        partitions_def=partitions,
-        kinds={"polars", "parquet"},
-        code_version=names.code_version,
-        deps=[upstream] if upstream else None,
-        required_resource_keys={names.storage, names.s3},
-        description="Raw arrivals, one partition per file, stored as Parquet.",
-    )
-    def raw_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def ingest(context: dg.AssetExecutionContext, upstream_value=None) -> dg.MaterializeResult:
         storage = getattr(context.resources, names.storage)
         partition = context.partition_key
         if upstream is not None:
-            # Bring-your-own raw data: the upstream asset's files live in our storage layout.
-            df = storage.read_parquet(f"{spec.name}/upstream/{partition}.parquet")
+            df = _as_polars(upstream_value, upstream)
             origin = f"asset {upstream.to_user_string()}"
         else:
             origin = source_file_path(spec.source.path, partition)
@@ -89,7 +78,45 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
             data_version=dg.DataVersion(version),
         )
 
+    common = dict(
+        key=names.key("raw_data"),
+        group_name=spec.name,
+        partitions_def=partitions,
+        kinds={"polars", "parquet"},
+        code_version=names.code_version,
+        required_resource_keys={names.storage, names.s3},
+        description="Raw arrivals, one partition per file (or per upstream materialization), as Parquet.",
+    )
+    if upstream is not None:
+        # Bring-your-own raw data: the user's asset is loaded through its own IO manager,
+        # and the lineage graph shows it upstream of raw_data.
+        @dg.asset(**common, ins={"upstream": dg.AssetIn(key=upstream)})
+        def raw_data(context: dg.AssetExecutionContext, upstream) -> dg.MaterializeResult:
+            return ingest(context, upstream)
+    else:
+        @dg.asset(**common)
+        def raw_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            return ingest(context)
+
     return raw_data
+
+
+def _as_polars(value, key: dg.AssetKey) -> pl.DataFrame:
+    if isinstance(value, pl.DataFrame):
+        return value
+    if isinstance(value, pl.LazyFrame):
+        return value.collect()
+    try:
+        import pandas as pd
+
+        if isinstance(value, pd.DataFrame):
+            return pl.from_pandas(value)
+    except ImportError:
+        pass
+    raise RawDataError(
+        f"upstream asset {key.to_user_string()} loaded a {type(value).__name__}; "
+        "raw_data needs a pandas or polars DataFrame"
+    )
 
 
 QUARANTINE_DIR = "_quarantine"
