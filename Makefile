@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= $(CURDIR)/.demo
 PYTHON ?= python3
 
-.PHONY: install demo dev mlflow-ui test test-fast bench lint clean
+.PHONY: install demo dev mlflow-ui test test-fast bench lint docs clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ bench: install
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/drift.py
 	$(PY) benchmarks/sensor_tick.py
+
+docs: install
+	$(PY) -m mlops_assets.spec_reference > docs/configuration.md
 
 lint: install
 	$(VENV)/bin/ruff check mlops_assets mlops_assets_tests benchmarks
