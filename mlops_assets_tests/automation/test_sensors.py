@@ -164,3 +164,18 @@ def test_several_pending_signals_start_one_retrain(setup):
     # Both signals are consumed: nothing is left to start a second retrain.
     nothing = _tick(defs, instance, names.sensor("retrain"), cursor=result.cursor)
     assert not nothing.run_requests
+
+
+def test_declarative_option_attaches_automation_conditions(spec):
+    from mlops_assets.spec import PipelineSpec
+
+    data = spec.model_dump(mode="json")
+    data["automation"]["declarative"] = True
+    declarative = PipelineSpec.from_dict(data)
+    graph = build_mlops_defs(declarative).resolve_asset_graph()
+    names = Names(declarative)
+    eager = {s for s in ("raw_data", "validated_features", "trained_model", "batch_predictions", "drift_report")
+             if graph.get(names.key(s)).automation_condition is not None}
+    assert eager == {"validated_features", "batch_predictions", "drift_report"}
+    plain = build_mlops_defs(spec).resolve_asset_graph()
+    assert all(plain.get(names.key(s)).automation_condition is None for s in ("validated_features", "drift_report"))

@@ -79,6 +79,11 @@ def test_day2_drift_triggers_exactly_one_retrain(world):
     assert drift["dataset_drift"].value is True and drift["retrain_signal"].value is True
     assert drift["drift_share"].value >= spec.drift.share_threshold
     assert str(drift["evidently_html"].value).endswith("evidently.html")
+    assert str(drift["trend_plot"].value).endswith("trend.png")
+    assert "| " in drift["drift_table"].value
+    storage = defs.resources[names.storage]
+    scores = [p for p in storage.list(f"{spec.name}/drift_scores") if p.endswith(".parquet")]
+    assert len(scores) == 2 and all("/day=" in p for p in scores)    # one file per drift run
 
     retrain = auto.tick_sensor(names.sensor("retrain"))
     assert len(retrain.launched) == 1

@@ -5,9 +5,15 @@
   op-level pools under `concurrency.pools`. The MLflow tracking backend is PostgreSQL too.
 - The bootstrap runs in-process on it; its materializations are read back with SQL.
 - A real `dagster-daemon` (its own process group, stopped with killpg, SIGKILL after a
-  timeout) dequeues 2 retrain + 4 partitioned batch-inference runs; run start/end times in
-  the run storage show that at most `max_concurrent_runs` overlapped, and the two training
-  steps (pool `mlops_training`, limit 1) never overlapped.
+  timeout) dequeues 2 full-lifecycle runs + 4 partitioned batch-inference runs; run start/end
+  times in the run storage show that at most `max_concurrent_runs` overlapped, and the two
+  training steps (pool `mlops_training`, default limit 1) waited for each other.
+
+  Why full-lifecycle (bootstrap job) runs and not retrain runs: with the queue settings of
+  deploy/dagster.yaml (no `op_granularity_run_buffer`), the daemon does not even launch a run
+  whose root steps are all waiting on a full pool. A retrain run starts with the training step,
+  so a second retrain stays queued until the first has trained; the bootstrap job starts with
+  raw_data, so two of them run side by side and meet at the pool at step level.
 - An unreachable PostgreSQL fails fast and names the host and port.
 """
 
@@ -142,7 +148,7 @@ def test_bootstrap_on_dagster_postgres_with_mlflow_on_postgres(pg_world: PgWorld
     rows = w.server.query(
         db, "SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
             "GROUP BY asset_key")
-    counts = {json.loads(key)["path"][1]: n for key, n in rows}
+    counts = {dg.AssetKey.from_db_string(key).path[-1]: n for key, n in rows}
     assert set(counts) == set(STAGES), counts
     assert counts["raw_data"] == 4 and counts["validated_features"] == 4 and counts["trained_model"] == 1
     partitions = w.server.query(db, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s",
@@ -241,18 +247,18 @@ def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
     }}]}))
     runs_before = {r.run_id for r in instance.get_runs()}
 
-    # Queue the runs first (the daemon is not running yet): 2 retrains, then 4 batch runs.
+    # Queue the runs first (the daemon is not running yet): 2 lifecycle runs, then 4 batch runs.
     with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(workspace_file)])) as ctx:
         workspace = ctx.create_request_context()
         location = workspace.get_code_location(LOCATION_NAME)
         repo = next(iter(location.get_repositories().values()))
-        retrain_ids = [_create_queued_run(instance, location, repo, w.names.job("retrain"), {"mlops/test": "retrain"})
-                       for _ in range(2)]
+        train_ids = [_create_queued_run(instance, location, repo, w.names.job("bootstrap"), {"dagster/partition": p})
+                     for p in PARTITIONS[:2]]
         batch_ids = [_create_queued_run(instance, location, repo, w.names.job("batch_inference"),
                                         {"dagster/partition": p}) for p in PARTITIONS]
-        for run_id in retrain_ids + batch_ids:
+        for run_id in train_ids + batch_ids:
             instance.submit_run(run_id, workspace)
-    run_ids = retrain_ids + batch_ids
+    run_ids = train_ids + batch_ids
     assert {r.status for r in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids))} == {
         dg.DagsterRunStatus.QUEUED}
 
@@ -285,24 +291,26 @@ def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
     new_runs = {r.run_id for r in instance.get_runs()} - runs_before
     assert new_runs == set(run_ids), "the daemon launched runs nobody asked for"
 
-    # Every run went through the queue and was dequeued by the daemon.
+    # Every run waited in the queue, then the daemon launched it (STARTING) in its own process.
     for run_id in run_ids:
         kinds = {e.dagster_event.event_type_value for e in instance.all_logs(run_id) if e.dagster_event}
-        assert {"PIPELINE_ENQUEUED", "PIPELINE_DEQUEUED", "PIPELINE_START"} <= kinds, (run_id, kinds)
+        assert {"PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS"} <= kinds, \
+            (run_id, kinds)
 
     # Run level: never more than max_concurrent_runs at once -- and the limit was reached.
     windows = [(records[r].start_time, records[r].end_time) for r in run_ids]
+    t0 = min(s for s, _ in windows); print("DEBUG windows", [(round(s - t0, 1), round(e - t0, 1)) for s, e in windows])
     assert all(s and e for s, e in windows)
     assert _max_overlap(windows) == MAX_CONCURRENT_RUNS, windows
 
-    # Op level: the two retrains ran side by side, but their training steps did not.
+    # Op level: the two lifecycle runs ran side by side, but their training steps did not.
     step = f"{w.names.pipeline}__trained_model"
-    r1, r2 = (records[r] for r in retrain_ids)
+    r1, r2 = (records[r] for r in train_ids)
     assert _max_overlap([(r1.start_time, r1.end_time), (r2.start_time, r2.end_time)]) == 2, \
-        "the two retrain runs never overlapped, so the pool limit was not exercised"
-    train_windows = [_step_window(instance, r, step) for r in retrain_ids]
+        "the two lifecycle runs never overlapped, so the pool limit was not exercised"
+    train_windows = [_step_window(instance, r, step) for r in train_ids]
     assert _max_overlap(train_windows) == 1, train_windows
-    blocked = [e for r in retrain_ids for e in instance.all_logs(r)
+    blocked = [e for r in train_ids for e in instance.all_logs(r)
                if e.dagster_event and e.dagster_event.step_key == step
                and f"blocked by limit for pool {TRAINING_POOL}" in (e.dagster_event.message or "")]
     assert blocked, "no training step waited for the pool"
