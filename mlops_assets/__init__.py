@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from mlops_assets.component import MLOpsPipelineComponent  # noqa: E402
-from mlops_assets.definitions import build_mlops_defs, build_pipelines_defs  # noqa: E402
-from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier  # noqa: E402
-from mlops_assets.spec import PipelineSpec, SpecError  # noqa: E402
+from mlops_assets.component import MLOpsPipelineComponent
+from mlops_assets.definitions import build_mlops_defs, build_pipelines_defs
+from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
+from mlops_assets.spec import PipelineSpec, SpecError
 
 __all__ = [
     "ArtifactStore",

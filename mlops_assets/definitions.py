@@ -19,7 +19,11 @@ from mlops_assets.automation.schedules import (
     build_monitoring_schedule,
     build_performance_schedule,
 )
-from mlops_assets.automation.sensors import build_new_data_sensor, build_retrain_sensor, build_run_failure_sensor
+from mlops_assets.automation.sensors import (
+    build_new_data_sensor,
+    build_retrain_sensor,
+    build_run_failure_sensor,
+)
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.stages.batch_predictions import build_batch_predictions_asset
@@ -58,7 +62,7 @@ def build_mlops_defs(
     storage: ArtifactStore | None = None,
     registry: MLflowRegistry | None = None,
     notifier: Notifier | None = None,
-    s3: "S3Resource | None" = None,
+    s3: S3Resource | None = None,
 ) -> dg.Definitions:
     """Assets, checks, jobs, sensors, schedules and resources for one pipeline.
 

@@ -75,7 +75,7 @@ class InlineAutomation:
     def tick_schedule(self, name: str, at: dt.datetime | None = None) -> TickOutcome:
         schedule = self.defs.get_schedule_def(name)
         context = dg.build_schedule_context(
-            instance=self.instance, scheduled_execution_time=at or dt.datetime.now(dt.timezone.utc)
+            instance=self.instance, scheduled_execution_time=at or dt.datetime.now(dt.UTC)
         )
         result = schedule(context)
         if isinstance(result, dg.SkipReason):

@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 import os
 
-from mlops_assets.core.arrivals import SUCCESS_SUFFIX, Arrival, ArrivalScan, is_temporary
-from mlops_assets.core.arrivals import DATA_SUFFIXES
+from mlops_assets.core.arrivals import (
+    DATA_SUFFIXES,
+    SUCCESS_SUFFIX,
+    Arrival,
+    ArrivalScan,
+    is_temporary,
+)
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -9,7 +9,12 @@ import time
 import dagster as dg
 
 from mlops_assets.automation.jobs import PREPARE_STAGES, PipelineJobs
-from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, s3_client, scan_s3_arrivals
+from mlops_assets.automation.s3_listing import (
+    dump_s3_cursor,
+    parse_s3_cursor,
+    s3_client,
+    scan_s3_arrivals,
+)
 from mlops_assets.core.arrivals import Arrival, ArrivalCursor, ArrivalScan, scan_arrivals
 from mlops_assets.stages.common import Names, partition_key_for_file
 from mlops_assets.stages.drift import INPUT_DATA_VERSION, RETRAIN_SIGNAL
@@ -114,7 +119,7 @@ def _retrain_blocked(instance: dg.DagsterInstance, job_name: str, automation, no
     window_start = now - automation.retrain_budget_window_hours * 3600
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name,
-                              created_after=dt.datetime.fromtimestamp(window_start, dt.timezone.utc)),
+                              created_after=dt.datetime.fromtimestamp(window_start, dt.UTC)),
     )
     if len(records) >= automation.retrain_budget:
         return (f"retrain budget spent: {len(records)} retrains in the last "

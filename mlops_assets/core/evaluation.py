@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-
 import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
@@ -54,7 +53,12 @@ def evaluate_candidate(
     champion_version: str | None = None,
     latency_iters: int = 200,
 ) -> EvaluationResult:
-    from mlops_assets.core.scoring import OnnxValidationError, check_parity, measure_latency, smoke_test
+    from mlops_assets.core.scoring import (
+        OnnxValidationError,
+        check_parity,
+        measure_latency,
+        smoke_test,
+    )
     from mlops_assets.core.trainers import native_predict
 
     X = bundle.encoder.transform(holdout)

@@ -23,7 +23,7 @@ def predicted_labels(task: str, score: np.ndarray, threshold: float = 0.5) -> np
 
 def compute_metrics(task: str, y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """binary: score is P(class 1); multiclass: [n, k] probabilities; regression: predictions."""
-    from sklearn import metrics as skm   # 1.5 s to import: only when metrics are computed
+    from sklearn import metrics as skm  # 1.5 s to import: only when metrics are computed
     if len(y_true) == 0:
         raise ValueError("cannot compute metrics on zero rows")
     if task == "binary":

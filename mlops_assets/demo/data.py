@@ -80,7 +80,7 @@ def generate_loans(
     employment_years[rng.random(n) < 0.02] = np.nan
     debt_to_income[rng.random(n) < 0.01] = np.nan
 
-    start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.timezone.utc)
+    start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
     seconds = np.sort(rng.integers(0, 86_400, n))
     return pd.DataFrame(
         {

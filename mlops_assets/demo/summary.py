@@ -49,5 +49,5 @@ def print_summary(spec, instance: dg.DagsterInstance, defs: dg.Definitions, root
         print(f"batch predictions: {preds.get('dagster/row_count')} rows scored by v{preds.get('model_version')} "
               f"-> {preds.get('uri')}")
     print(f"state: {root}  (Dagster home, MLflow store, artifacts)")
-    print(f"look around: `make dev` (Dagster UI), `make mlflow-ui` (MLflow)")
+    print("look around: `make dev` (Dagster UI), `make mlflow-ui` (MLflow)")
     print(f"demo finished in {seconds:.1f}s")

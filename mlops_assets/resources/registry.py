@@ -7,6 +7,7 @@ imported inside methods: it costs about a second and definitions must load fast.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import threading
@@ -182,34 +183,36 @@ def log_and_register(
     from mlops_assets.resources.pyfunc_model import OnnxBundleModel
 
     experiment_id = registry.ensure_experiment(model_name)
-    with registry.activated() as mlflow:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=tags.get("dagster_run_id", "")[:8],
-                              tags=tags) as run:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
-            if dataset is not None:
-                mlflow.log_input(dataset, context="training")
-            for trial in trials or []:
-                # One nested run per search trial, scored on the validation split.
-                with mlflow.start_run(run_name=f"trial-{trial['index']}", nested=True):
-                    mlflow.log_params({k: str(v) for k, v in trial["params"].items()})
-                    mlflow.log_metrics({f"valid_{trial['metric']}": trial["score"], "seconds": trial["seconds"]})
-                    mlflow.set_tag("best", str(trial["best"]).lower())
-            for path in extra_artifacts or []:
-                mlflow.log_artifact(str(path))
-            signature = None
-            if input_example is not None:
-                from mlflow.models import infer_signature
+    with registry.activated() as mlflow, mlflow.start_run(
+        experiment_id=experiment_id, run_name=tags.get("dagster_run_id", "")[:8], tags=tags
+    ) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))})
+        if dataset is not None:
+            mlflow.log_input(dataset, context="training")
+        for trial in trials or []:
+            # One nested run per search trial, scored on the validation split.
+            # experiment_id is explicit: without it a nested run lands in the Default experiment.
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial['index']}",
+                                  nested=True):
+                mlflow.log_params({k: str(v) for k, v in trial["params"].items()})
+                mlflow.log_metrics({f"valid_{trial['metric']}": trial["score"], "seconds": trial["seconds"]})
+                mlflow.set_tag("best", str(trial["best"]).lower())
+        for path in extra_artifacts or []:
+            mlflow.log_artifact(str(path))
+        signature = None
+        if input_example is not None:
+            from mlflow.models import infer_signature
 
-                signature = infer_signature(input_example)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=OnnxBundleModel(),
-                artifacts={"bundle": str(bundle_dir)},
-                registered_model_name=model_name,
-                pip_requirements=["mlops-assets", "onnxruntime", "polars", "pandas"],
-                signature=signature,
-            )
-            version = str(info.registered_model_version)
+            signature = infer_signature(input_example)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=OnnxBundleModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            registered_model_name=model_name,
+            pip_requirements=["mlops-assets", "onnxruntime", "polars", "pandas"],
+            signature=signature,
+        )
+        version = str(info.registered_model_version)
     registry.set_tags(model_name, version, tags)
     return experiment_id, run.info.run_id, version

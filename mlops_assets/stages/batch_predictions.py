@@ -60,7 +60,7 @@ def build_batch_predictions_asset(names: Names, partitions: dg.PartitionsDefinit
             [features.select(spec.id_column), scored], how="horizontal"
         ).with_columns(
             pl.lit(version).alias("model_version"),
-            pl.lit(dt.datetime.now(dt.timezone.utc)).alias("scored_at"),
+            pl.lit(dt.datetime.now(dt.UTC)).alias("scored_at"),
         )
         uri = storage.write_parquet(paths.predictions(partition, version), out)
         metadata = {

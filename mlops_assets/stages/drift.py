@@ -56,7 +56,11 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
     )
     def drift_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from mlops_assets.core.drift import (
-            DatasetProfile, build_profile, check_current_schema, compare_profiles, render_evidently_report,
+            DatasetProfile,
+            build_profile,
+            check_current_schema,
+            compare_profiles,
+            render_evidently_report,
         )
 
         storage = getattr(context.resources, names.storage)
@@ -140,7 +144,7 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
 
 def _append_scores(storage, pipeline: str, partition: str, version: str, run_id: str, table: pl.DataFrame) -> None:
     """Raw per-feature scores, one file per run, partitioned by day for trend plots."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = table.with_columns(
         pl.lit(partition).alias("partition"), pl.lit(version).alias("champion_version"),
         pl.lit(run_id).alias("run_id"), pl.lit(now).alias("computed_at"),

@@ -5,6 +5,7 @@ registry step only ever promotes a blessed (or audited force-promoted) version.
 """
 
 
+import math
 import tempfile
 
 import dagster as dg
@@ -65,7 +66,7 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
             with registry.activated() as mlflow:
                 client = mlflow.MlflowClient()
                 for name, value in result.metrics.items():
-                    if value == value:
+                    if not math.isnan(value):
                         client.log_metric(candidate.run_id, f"holdout_{name}", value)
                 client.log_dict(candidate.run_id, report, "evaluation/report.json")
                 for name, path in plots.items():
@@ -92,7 +93,7 @@ def build_evaluation_asset(names: Names) -> dg.AssetsDefinition:
             "report_uri": dg.MetadataValue.path(uri),
             "mlflow_run": dg.MetadataValue.url(registry.run_url(_experiment_of(registry, candidate), candidate.run_id)),
         }
-        metadata.update({f"holdout_{k}": v for k, v in result.metrics.items() if v == v})
+        metadata.update({f"holdout_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
         if result.latency:
             metadata.update({k: round(v, 4) for k, v in result.latency.items()})
         for name, uri in plot_uris.items():

@@ -78,15 +78,15 @@ def build_raw_data_asset(names: Names, partitions: dg.PartitionsDefinition) -> d
             data_version=dg.DataVersion(version),
         )
 
-    common = dict(
-        key=names.key("raw_data"),
-        group_name=spec.name,
-        partitions_def=partitions,
-        kinds={"polars", "parquet"},
-        code_version=names.code_version,
-        required_resource_keys={names.storage, names.s3},
-        description="Raw arrivals, one partition per file (or per upstream materialization), as Parquet.",
-    )
+    common = {
+        "key": names.key("raw_data"),
+        "group_name": spec.name,
+        "partitions_def": partitions,
+        "kinds": {"polars", "parquet"},
+        "code_version": names.code_version,
+        "required_resource_keys": {names.storage, names.s3},
+        "description": "Raw arrivals, one partition per file (or per upstream materialization), as Parquet.",
+    }
     if upstream is not None:
         # Bring-your-own raw data: the user's asset is loaded through its own IO manager,
         # and the lineage graph shows it upstream of raw_data.

@@ -1,7 +1,13 @@
 import numpy as np
 import polars as pl
 
-from mlops_assets.core.features import FeatureEncoder, assign_split, data_hash, prepare_features, stable_unit_hash
+from mlops_assets.core.features import (
+    FeatureEncoder,
+    assign_split,
+    data_hash,
+    prepare_features,
+    stable_unit_hash,
+)
 
 
 def test_split_is_deterministic_and_row_stable(spec, loans_day1):

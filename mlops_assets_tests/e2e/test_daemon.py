@@ -73,9 +73,14 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM the whole process group, wait up to `grace` s, then SIGKILL whatever is left."""
+def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> str:
+    """SIGTERM the whole process group, wait up to `grace` s, then SIGKILL whatever is left.
+
+    Returns what it took, e.g. "SIGTERM, 1.2s", for the test's output.
+    """
     pgid = proc.pid              # started with start_new_session: the group id is the leader's pid
+    started = time.monotonic()
+    used = "nothing (already gone)"
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if not _group_alive(pgid):
             break
@@ -83,6 +88,7 @@ def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             break
+        used = sig.name
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _group_alive(pgid):
             proc.poll()          # reap the leader so the group can empty
@@ -91,6 +97,8 @@ def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+    left = " (processes still left!)" if _group_alive(pgid) else ""
+    return f"{used}, {time.monotonic() - started:.1f}s{left}"
 
 
 class Deployment:
@@ -138,7 +146,7 @@ class Deployment:
 
     def stop_daemon(self) -> None:
         if self.daemon is not None:
-            _stop_group(self.daemon)
+            print(f"daemon process group stopped: {_stop_group(self.daemon)}", flush=True)
             self.daemon = None
 
     def start_sensors(self, *names: str, timeout: float = 120) -> None:

@@ -8,7 +8,12 @@ import polars as pl
 import pytest
 
 from mlops_assets.automation.inline import InlineAutomation
-from mlops_assets.core.performance import LabelDataError, daily_performance, join_labels, performance_signal
+from mlops_assets.core.performance import (
+    LabelDataError,
+    daily_performance,
+    join_labels,
+    performance_signal,
+)
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
 from mlops_assets.stages.common import Names
@@ -20,7 +25,7 @@ def _preds(n=400, version="1"):
     score = rng.random(n)
     return pl.DataFrame({"loan_id": np.arange(n), "score": score, "prediction": (score > 0.5).astype(int),
                          "model_version": version,
-                         "scored_at": [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)] * n})
+                         "scored_at": [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * n})
 
 
 def test_join_and_daily_metrics():
