@@ -1,14 +1,22 @@
-"""New objects under an S3 prefix, listed with dagster-aws `get_objects(since_key=...)`.
+"""New objects under an S3 prefix, listed with dagster-aws `get_objects`.
 
 S3 PUTs are atomic, so an object is complete as soon as it is listed; only the optional
-`_SUCCESS` marker mode can make one wait. The cursor is the last key taken such that
-every object listed before it was taken too, so a waiting object is never skipped.
+`_SUCCESS` marker mode can make one wait.
+
+Why not `get_objects(since_key=...)` alone: it slices a listing sorted by LastModified,
+which S3 reports to the second, so an object written in the same second as the cursor's
+key but listed before it would be skipped forever (and a deleted cursor key raises).
+We list with `since_last_modified` one second before the watermark and drop the keys
+already taken at the watermark second, which the cursor remembers. A waiting object
+(no marker yet) holds the watermark back, so nothing is ever skipped.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+from dataclasses import dataclass, field
 
 from mlops_assets.core.arrivals import (
     DATA_SUFFIXES,
@@ -19,52 +27,75 @@ from mlops_assets.core.arrivals import (
 )
 
 
+@dataclass(frozen=True)
+class S3Cursor:
+    since_key: str | None = None               # the newest key taken (informational)
+    last_modified: dt.datetime | None = None   # watermark: everything before it was taken
+    taken_at_watermark: tuple[str, ...] = field(default_factory=tuple)
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     return bucket, (prefix.rstrip("/") + "/") if prefix else ""
 
 
-def parse_s3_cursor(raw: str | None) -> str | None:
-    return json.loads(raw).get("since_key") if raw else None
+def parse_s3_cursor(raw: str | None) -> S3Cursor:
+    if not raw:
+        return S3Cursor()
+    data = json.loads(raw)
+    lm = data.get("last_modified")
+    return S3Cursor(data.get("since_key"), dt.datetime.fromisoformat(lm) if lm else None,
+                    tuple(data.get("taken_at_watermark", [])))
 
 
-def dump_s3_cursor(since_key: str | None) -> str:
-    return json.dumps({"since_key": since_key})
+def dump_s3_cursor(cursor: S3Cursor) -> str:
+    return json.dumps({
+        "since_key": cursor.since_key,
+        "last_modified": cursor.last_modified.isoformat() if cursor.last_modified else None,
+        "taken_at_watermark": list(cursor.taken_at_watermark),
+    })
 
 
-def scan_s3_arrivals(client, uri: str, since_key: str | None, *, require_success_marker: bool = False) -> tuple[ArrivalScan, str | None]:
+def scan_s3_arrivals(client, uri: str, cursor: S3Cursor, *, require_success_marker: bool = False
+                     ) -> tuple[ArrivalScan, S3Cursor]:
     from dagster_aws.s3.sensor import get_objects
 
     bucket, prefix = split_s3_uri(uri)
-    try:
-        objects = get_objects(bucket, prefix, since_key=since_key, client=client)
-    except Exception as exc:  # the cursor's key was deleted or moved: fall back to a full listing
-        if "since_key" not in str(exc):
-            raise
-        objects = get_objects(bucket, prefix, client=client)
+    since = cursor.last_modified - dt.timedelta(seconds=1) if cursor.last_modified else None
+    objects = get_objects(bucket, prefix, since_last_modified=since, client=client)
+    listed = {o["Key"] for o in objects}
+    taken_before = set(cursor.taken_at_watermark)
     scan = ArrivalScan(scanned=len(objects))
-    keys = {o["Key"] for o in objects}
-    next_key = since_key
-    blocked = False
-    for obj in objects:
-        key = obj["Key"]
+    taken: list[tuple[dt.datetime, str]] = []
+    oldest_waiting: dt.datetime | None = None
+    for obj in objects:   # sorted by LastModified
+        key, modified = obj["Key"], obj["LastModified"]
+        if cursor.last_modified and (modified < cursor.last_modified or
+                                     (modified == cursor.last_modified and key in taken_before)):
+            continue
         name = os.path.basename(key)
         if "/" in key[len(prefix):] or is_temporary(name) or not name.lower().endswith(DATA_SUFFIXES):
             if not name.endswith(SUCCESS_SUFFIX):
                 scan.ignored.append(key)
-            if not blocked:
-                next_key = key
+            taken.append((modified, key))
             continue
-        arrival = Arrival(name, f"s3://{bucket}/{key}", int(obj.get("Size", 0)),
-                          int(obj["LastModified"].timestamp() * 1e9))
-        if require_success_marker and (key + SUCCESS_SUFFIX) not in keys:
+        arrival = Arrival(name, f"s3://{bucket}/{key}", int(obj.get("Size", 0)), int(modified.timestamp() * 1e9))
+        if require_success_marker and (key + SUCCESS_SUFFIX) not in listed:
             scan.waiting.append(arrival)
-            blocked = True
+            oldest_waiting = modified if oldest_waiting is None else min(oldest_waiting, modified)
             continue
         scan.ready.append(arrival)
-        if not blocked:
-            next_key = key
-    return scan, next_key
+        taken.append((modified, key))
+    if oldest_waiting is not None:
+        taken = [(m, k) for m, k in taken if m < oldest_waiting]
+    if not taken:
+        return scan, cursor
+    watermark = max(m for m, _ in taken)
+    at_mark = [k for m, k in taken if m == watermark]
+    if watermark == cursor.last_modified:
+        at_mark = sorted(set(at_mark) | taken_before)
+    newest_key = max(taken)[1]
+    return scan, S3Cursor(newest_key, watermark, tuple(sorted(at_mark)))
 
 
 def s3_client(resource):

@@ -63,9 +63,9 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
             scan, next_cursor = _upstream_arrivals(context, upstream)
         elif s3_source:
             client = s3_client(getattr(context.resources, names.s3))
-            scan, since_key = scan_s3_arrivals(client, source.path, parse_s3_cursor(context.cursor),
+            scan, s3_cursor = scan_s3_arrivals(client, source.path, parse_s3_cursor(context.cursor),
                                                require_success_marker=source.require_success_marker)
-            next_cursor = dump_s3_cursor(since_key)
+            next_cursor = dump_s3_cursor(s3_cursor)
         else:
             cursor = ArrivalCursor.parse(context.cursor)
             scan = scan_arrivals(source.path, cursor, settle_seconds=source.settle_seconds,

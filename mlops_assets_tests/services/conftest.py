@@ -169,7 +169,7 @@ def postgres_server() -> PostgresServer:
     """Start (idempotently) the local cluster and its `mlops` role with the project's script."""
     cmd = ["bash", str(START_POSTGRES)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900,
                               env={**os.environ, "MLOPS_PG_ROLE": PG_ROLE, "MLOPS_PG_PASSWORD": PG_PASSWORD})
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{START_POSTGRES} timed out after {exc.timeout}s\n{exc.stdout or ''}\n{exc.stderr or ''}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,13 @@ from mlops_assets.resources import ArtifactStore, MLflowRegistry
 from mlops_assets.resources.storage import StorageError
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.stages.common import STAGES, Names
-from mlops_assets_tests.services.conftest import S3Server, create_bucket, delete_bucket, free_port, services_spec
+from mlops_assets_tests.services.conftest import (
+    S3Server,
+    create_bucket,
+    delete_bucket,
+    free_port,
+    services_spec,
+)
 
 ROWS = 2_500
 DAY1, DAY2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
@@ -99,7 +106,7 @@ def test_day1_bootstraps_with_every_artifact_on_s3(world: World):
     run = tick.launched[0]
     assert run.success
     assert run.dagster_run.tags[SOURCE_FILE_TAG] == f"s3://{world.bucket}/{key1}"
-    assert parse_s3_cursor(world.auto.cursors[world.sensor]) == key1
+    assert parse_s3_cursor(world.auto.cursors[world.sensor]).since_key == key1
 
     artifacts = f"s3://{world.bucket}/artifacts/"
     path_values = []
@@ -148,15 +155,15 @@ def test_day1_bootstraps_with_every_artifact_on_s3(world: World):
 
 def test_day2_the_s3_cursor_picks_only_the_new_object(world: World):
     key1 = f"landing/demo/{PART1}"
-    assert parse_s3_cursor(world.auto.cursors[world.sensor]) == key1
-    time.sleep(1.1)   # S3 LastModified has one-second resolution; day 2 lands a second later
+    day1_cursor = parse_s3_cursor(world.auto.cursors[world.sensor])
+    assert day1_cursor.since_key == key1 and day1_cursor.taken_at_watermark == (key1,)
     key2 = upload_day(world.s3, world.bucket, DAY2, day_index=1)
 
     # What the cursor buys: listing from it returns the new object alone.
     client = world.defs.resources[world.names.s3].get_client()
-    since, next_key = scan_s3_arrivals(client, world.spec.source.path, key1)
-    assert [a.path for a in since.ready] == [f"s3://{world.bucket}/{key2}"] and next_key == key2
-    full, _ = scan_s3_arrivals(client, world.spec.source.path, None)
+    since, next_cursor = scan_s3_arrivals(client, world.spec.source.path, day1_cursor)
+    assert [a.path for a in since.ready] == [f"s3://{world.bucket}/{key2}"] and next_cursor.since_key == key2
+    full, _ = scan_s3_arrivals(client, world.spec.source.path, parse_s3_cursor(None))
     assert len(full.ready) == 2
 
     tick = world.auto.tick_sensor(world.sensor)
@@ -166,7 +173,7 @@ def test_day2_the_s3_cursor_picks_only_the_new_object(world: World):
     assert run.dagster_run.job_name == world.names.job("ingest")          # champion exists now
     assert run.dagster_run.tags["dagster/partition"] == PART2
     assert run.dagster_run.tags[SOURCE_FILE_TAG] == f"s3://{world.bucket}/{key2}"
-    assert parse_s3_cursor(world.auto.cursors[world.sensor]) == key2
+    assert parse_s3_cursor(world.auto.cursors[world.sensor]).since_key == key2
     assert sorted(world.instance.get_dynamic_partitions(world.names.partitions)) == [PART1, PART2]
     assert f"artifacts/demo/predictions/{PART2}/v1.parquet" in list_keys(world.s3, world.bucket, "artifacts/")
     drift = materializations(world.instance, world.names.key("drift_report"), PART2)[0].metadata
@@ -187,6 +194,7 @@ def test_credentials_never_reach_metadata_or_logs(world: World):
     from dagster._serdes import serialize_value
 
     secret = world.s3.credentials.secret_access_key
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == secret   # the runs did sign with it
     runs = world.instance.get_runs()
     assert len(runs) >= 2
     events = 0
@@ -272,3 +280,4 @@ def test_unreachable_s3_endpoint_fails_fast_and_names_the_host(tmp_path, s3_serv
         assert exc is not None and closed in str(exc), repr(exc)
         assert seconds < FAIL_FAST_SECONDS, f"the sensor tick took {seconds:.1f}s"
         assert not instance.get_runs()
+
