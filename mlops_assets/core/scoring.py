@@ -41,6 +41,9 @@ class OnnxScorer:
                 f"expected non-empty ONNX bytes, got {type(onnx_bytes).__name__}"
             )
         options = ort.SessionOptions()
+        # No busy-waiting between ops: on a shared 2-core box spinning threads steal the
+        # core the work needs (measured: many-fold slowdowns under background load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
