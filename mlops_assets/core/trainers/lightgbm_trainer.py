@@ -69,7 +69,8 @@ def train_lightgbm(
     best = booster.best_iteration or booster.current_iteration()
     # Keep only the trees early stopping chose, so native, ONNX and saved model agree.
     model_str = booster.model_to_string(num_iteration=best)
-    final = lgb.Booster(model_str=model_str)
+    # Re-parse only when trees were dropped: parsing a large model costs real time.
+    final = booster if best == booster.current_iteration() else lgb.Booster(model_str=model_str)
     gains = final.feature_importance(importance_type="gain")
     total = float(gains.sum()) or 1.0
     return TrainedModel(
