@@ -33,29 +33,41 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
     return found.records[0].asset_materialization if found.records else None
 
 
-def build_batch_inference_schedule(names: Names, jobs: PipelineJobs) -> dg.ScheduleDefinition:
+def _partition_schedule(names: Names, *, what: str, job, cron: str, description: str, find,
+                        run_key_tag: str, done: str) -> dg.ScheduleDefinition:
+    """A schedule that requests one run per partition `find(instance, names)` returns."""
     spec = names.spec
 
     @dg.schedule(
-        name=names.schedule("batch_inference"),
-        job=jobs.batch_inference,
-        cron_schedule=spec.automation.batch_inference_cron,
+        name=names.schedule(what),
+        job=job,
+        cron_schedule=cron,
         execution_timezone=spec.automation.timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="Score every accepted partition not yet scored by the current champion.",
+        description=description,
     )
-    def batch_inference_schedule(context: dg.ScheduleEvaluationContext):
-        champion, todo = partitions_needing_scores(context.instance, names)
+    def partition_schedule(context: dg.ScheduleEvaluationContext):
+        champion, todo = find(context.instance, names)
         if champion is None:
             return dg.SkipReason("no champion model yet")
         if not todo:
-            return dg.SkipReason(f"every accepted partition is scored by champion v{champion}")
+            return dg.SkipReason(done.format(champion=champion))
         return [
-            dg.RunRequest(run_key=f"{p}:v{champion}", partition_key=p, tags={"mlops/champion": champion})
+            dg.RunRequest(run_key=f"{p}:{run_key_tag}v{champion}", partition_key=p,
+                          tags={"mlops/champion": champion})
             for p in sorted(todo)[:MAX_PARTITIONS_PER_TICK]
         ]
 
-    return batch_inference_schedule
+    return partition_schedule
+
+
+def build_batch_inference_schedule(names: Names, jobs: PipelineJobs) -> dg.ScheduleDefinition:
+    return _partition_schedule(
+        names, what="batch_inference", job=jobs.batch_inference, cron=names.spec.automation.batch_inference_cron,
+        description="Score every accepted partition not yet scored by the current champion.",
+        find=partitions_needing_scores, run_key_tag="",
+        done="every accepted partition is scored by champion v{champion}",
+    )
 
 
 def partitions_needing_drift(instance: dg.DagsterInstance, names: Names) -> tuple[str | None, list[str]]:
@@ -80,28 +92,12 @@ def build_monitoring_schedule(names: Names, jobs: PipelineJobs) -> dg.ScheduleDe
     Safe to run often: a recomputed report on the same data carries the same data
     version, so the retrain sensor treats it as already handled.
     """
-    spec = names.spec
-
-    @dg.schedule(
-        name=names.schedule("drift_check"),
-        job=jobs.drift,
-        cron_schedule=spec.automation.monitoring_cron,
-        execution_timezone=spec.automation.timezone,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
+    return _partition_schedule(
+        names, what="drift_check", job=jobs.drift, cron=names.spec.automation.monitoring_cron,
         description="Drift reports for partitions not yet compared with the current champion.",
+        find=partitions_needing_drift, run_key_tag="drift:",
+        done="every scored partition has a drift report against champion v{champion}",
     )
-    def drift_check_schedule(context: dg.ScheduleEvaluationContext):
-        champion, todo = partitions_needing_drift(context.instance, names)
-        if champion is None:
-            return dg.SkipReason("no champion model yet")
-        if not todo:
-            return dg.SkipReason(f"every scored partition has a drift report against champion v{champion}")
-        return [
-            dg.RunRequest(run_key=f"{p}:drift:v{champion}", partition_key=p)
-            for p in sorted(todo)[:MAX_PARTITIONS_PER_TICK]
-        ]
-
-    return drift_check_schedule
 
 
 def build_performance_schedule(names: Names, job) -> dg.ScheduleDefinition:

@@ -174,3 +174,18 @@ def test_rollback_moves_champion_back_with_reason(world):
     from mlops_assets.automation.schedules import partitions_needing_scores
 
     assert partitions_needing_scores(instance, names)[0] == "1"
+
+
+def test_after_rollback_schedules_rescore_and_recheck_without_a_retrain_loop(world):
+    spec, names, defs, instance, auto = world
+    assert _registry(defs, names).version_by_alias(names.model_name, "champion").version == "1"
+    rescored = auto.tick_schedule(names.schedule("batch_inference"))
+    assert len(rescored.launched) == 2 and all(r.success for r in rescored.launched)
+    checked = auto.tick_schedule(names.schedule("drift_check"))
+    # Day 1's report is already against v1; day 2's was last computed against v2.
+    assert len(checked.launched) == 1 and checked.launched[0].success
+    assert checked.launched[0].dagster_run.tags["dagster/partition"] == "loans_2026-01-02.parquet"
+    assert "drift report against champion v1" in auto.tick_schedule(names.schedule("drift_check")).skip_reason
+    # Day 2 still drifts against v1, but that data version already had its retrain.
+    tick = auto.tick_sensor(names.sensor("retrain"))
+    assert not tick.launched and "already handled" in tick.skip_reason
