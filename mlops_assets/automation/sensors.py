@@ -46,6 +46,9 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
 
     s3_source = bool(source.path and source.path.startswith("s3://"))
     upstream = dg.AssetKey(source.asset_key) if source.asset_key else None
+    # Names whose partition is confirmed to exist, kept by the long-lived code server.
+    # Only ever a shortcut: losing it (a restart) costs one full stat pass, nothing else.
+    ingested: set[str] = set()
 
     @dg.sensor(
         name=names.sensor("new_data"),
@@ -69,7 +72,10 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
         else:
             cursor = ArrivalCursor.parse(context.cursor)
             scan = scan_arrivals(source.path, cursor, settle_seconds=source.settle_seconds,
-                                 require_success_marker=source.require_success_marker)
+                                 require_success_marker=source.require_success_marker, known=ingested)
+            # Files behind the watermark were taken by earlier ticks (arrival time includes
+            # ctime, which a new or moved-in file always refreshes): never stat them again.
+            ingested.update(scan.history)
             next_cursor = ArrivalCursor(scan.watermark_ns).dump()
         instance = context.instance
         fresh: list[tuple[str, object]] = []
@@ -80,6 +86,8 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
                 bad_names.append(arrival.name)
                 continue
             if instance.has_dynamic_partition(names.partitions, key):
+                # Confirmed stored: later ticks in this process skip it without a stat.
+                ingested.add(arrival.name)
                 continue
             fresh.append((key, arrival))
         if bad_names:

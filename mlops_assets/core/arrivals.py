@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".inprogress", ".crdownload", ".filepart")
@@ -35,6 +36,7 @@ class ArrivalScan:
     ignored: list[str] = field(default_factory=list)          # temp names, unknown suffixes
     watermark_ns: int = 0
     scanned: int = 0
+    history: list[str] = field(default_factory=list)          # before the watermark: taken long ago
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,13 @@ def scan_arrivals(
     settle_seconds: float = 2.0,
     require_success_marker: bool = False,
     now_ns: int | None = None,
+    known: Collection[str] = frozenset(),
 ) -> ArrivalScan:
-    """List complete files that arrived at or after the cursor's watermark."""
+    """List complete files that arrived at or after the cursor's watermark.
+
+    `known`: names already ingested (their partition exists). They are skipped before
+    the stat call, so a warm tick costs one directory listing plus work per new file.
+    """
     now_ns = time.time_ns() if now_ns is None else now_ns
     settle_ns = int(settle_seconds * 1e9)
     scan = ArrivalScan(watermark_ns=cursor.watermark_ns)
@@ -77,6 +84,8 @@ def scan_arrivals(
         for entry in entries:
             scan.scanned += 1
             names.add(entry.name)
+            if entry.name in known:
+                continue
             if is_temporary(entry.name) or not entry.name.lower().endswith(DATA_SUFFIXES):
                 if not entry.name.endswith(SUCCESS_SUFFIX):
                     scan.ignored.append(entry.name)
@@ -86,7 +95,10 @@ def scan_arrivals(
             except FileNotFoundError:   # deleted or renamed while we looked
                 continue
             arrived = max(st.st_mtime_ns, st.st_ctime_ns)
-            if arrived < cursor.watermark_ns or not entry.is_file():
+            if arrived < cursor.watermark_ns:
+                scan.history.append(entry.name)
+                continue
+            if not entry.is_file():
                 continue
             candidates.append(Arrival(entry.name, entry.path, st.st_size, arrived))
 

@@ -59,3 +59,15 @@ def test_cursor_skips_history_and_sees_moved_in_old_files(tmp_path):
     os.rename(outside, tmp_path / "late.parquet")
     later = scan_arrivals(str(tmp_path), cursor, settle_seconds=0, now_ns=time.time_ns() + 10**10)
     assert [a.name for a in later.ready] == ["late.parquet"]
+
+
+def test_history_is_reported_and_known_names_are_skipped(tmp_path):
+    _touch(tmp_path / "old.parquet")
+    now = time.time_ns() + 10**10
+    first = scan_arrivals(str(tmp_path), ArrivalCursor(), settle_seconds=0, now_ns=now)
+    later = scan_arrivals(str(tmp_path), ArrivalCursor(first.watermark_ns + 1), settle_seconds=0, now_ns=now)
+    assert later.history == ["old.parquet"] and later.ready == []
+    # A name the caller knows is ingested is skipped outright (no stat), even from cursor 0.
+    _touch(tmp_path / "new.parquet")
+    skipped = scan_arrivals(str(tmp_path), ArrivalCursor(), settle_seconds=0, now_ns=now, known={"old.parquet"})
+    assert [a.name for a in skipped.ready] == ["new.parquet"]
