@@ -40,7 +40,7 @@ def _draw(param: SearchParam, rng: np.random.Generator) -> Any:
         return param.values[int(rng.integers(len(param.values)))]
     lo, hi = float(param.low), float(param.high)
     x = math.exp(rng.uniform(math.log(lo), math.log(hi))) if param.log else rng.uniform(lo, hi)
-    return int(round(x)) if param.integer else float(x)
+    return round(x) if param.integer else float(x)
 
 
 def candidate_params(search: SearchSpec, seed: int) -> Iterator[dict[str, Any]]:

@@ -90,10 +90,9 @@ def validate_batch(df: pl.DataFrame, spec: PipelineSpec) -> ValidationReport:
         if not ok:
             bad(RuleViolation("schema", feat.name, "type", f"declared {feat.type}, got {dtype}"))
             usable.discard(feat.name)
-    if spec.timestamp_column in usable and not schema[spec.timestamp_column].is_temporal():
-        if schema[spec.timestamp_column] != pl.String:
-            bad(RuleViolation("schema", spec.timestamp_column, "type",
-                              f"timestamp column must be a datetime or ISO string, got {schema[spec.timestamp_column]}"))
+    ts = spec.timestamp_column
+    if ts in usable and not schema[ts].is_temporal() and schema[ts] != pl.String:
+        bad(RuleViolation("schema", ts, "type", f"timestamp column must be a datetime or ISO string, got {schema[ts]}"))
 
     if spec.id_column in usable:
         ids = df[spec.id_column]
