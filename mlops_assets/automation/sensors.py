@@ -21,6 +21,7 @@ from mlops_assets.stages.drift import INPUT_DATA_VERSION, RETRAIN_SIGNAL
 
 TRIGGER_TAG = "mlops/trigger"
 MAX_HANDLED_KEYS = 2_000
+NAME_CACHE_SECONDS = 600
 SOURCE_FILE_TAG = "mlops/source_file"
 DATA_VERSION_TAG = "mlops/data_version"
 
@@ -48,7 +49,10 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
     upstream = dg.AssetKey(source.asset_key) if source.asset_key else None
     # Names whose partition is confirmed to exist, kept by the long-lived code server.
     # Only ever a shortcut: losing it (a restart) costs one full stat pass, nothing else.
+    # Forgotten every NAME_CACHE_SECONDS, so a file touched again after its partition was
+    # deleted (to re-ingest it) is seen again within that time.
     ingested: set[str] = set()
+    cache_started = [time.monotonic()]
 
     @dg.sensor(
         name=names.sensor("new_data"),
@@ -71,6 +75,9 @@ def build_new_data_sensor(names: Names, jobs: PipelineJobs) -> dg.SensorDefiniti
             next_cursor = dump_s3_cursor(s3_cursor)
         else:
             cursor = ArrivalCursor.parse(context.cursor)
+            if time.monotonic() - cache_started[0] > NAME_CACHE_SECONDS:
+                ingested.clear()
+                cache_started[0] = time.monotonic()
             scan = scan_arrivals(source.path, cursor, settle_seconds=source.settle_seconds,
                                  require_success_marker=source.require_success_marker, known=ingested)
             # Files behind the watermark were taken by earlier ticks (arrival time includes
