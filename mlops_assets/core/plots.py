@@ -99,10 +99,14 @@ def drift_trend_plot(history, out_path: str | Path, top: int = 5) -> Path | None
     chosen = latest.head(top)["name"].to_list()
     plt, fig, ax = _figure()
     fig.set_size_inches(7, 4)
+    runs = rows.select("run_id", "partition").unique(subset="run_id", maintain_order=True)
+    position = {r: i for i, r in enumerate(runs["run_id"].to_list())}
     for name in chosen:
         part = rows.filter(pl.col("name") == name)
-        ax.plot(range(part.height), part["severity"].to_list(), "o-", label=name)
+        ax.plot([position[r] for r in part["run_id"].to_list()], part["severity"].to_list(), "o-", label=name)
     ax.axhline(1.0, color="r", lw=0.8, ls="--", label="drift threshold")
-    ax.set(xlabel="drift run (oldest -> newest)", ylabel="score / threshold", title="Top drifting features")
+    labels = [str(p)[:24] for p in runs["partition"].to_list()]
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=7)
+    ax.set(xlabel="drift runs, oldest first (partition)", ylabel="score / threshold", title="Top drifting features")
     ax.legend(loc="upper left", fontsize=7)
     return _save(plt, fig, Path(out_path))
