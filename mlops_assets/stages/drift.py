@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from mlops_assets.core.bundle import PROFILE_FILE, SAMPLE_FILE
@@ -76,10 +77,9 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
         pred_rel = paths.predictions(partition, version)
         prediction_column = None
         if storage.exists(pred_rel) and reference.prediction is not None:
-            scores = _bundle.score(features)
-            current = current.with_columns(
-                pl.Series(PREDICTION_COLUMN, prediction_for_drift(spec.task, scores))
-            )
+            current = current.with_columns(pl.Series(
+                PREDICTION_COLUMN, _served_predictions(storage.read_parquet(pred_rel), features, spec, _bundle)
+            ))
             prediction_column = PREDICTION_COLUMN
         profile = build_profile(current, dict(spec.feature_types), reference=reference,
                                 prediction_column=prediction_column)
@@ -140,6 +140,18 @@ def build_drift_asset(names: Names, partitions: dg.PartitionsDefinition) -> dg.A
         )
 
     return drift_report
+
+
+def _served_predictions(preds: pl.DataFrame, features: pl.DataFrame, spec, bundle) -> np.ndarray:
+    """The champion's stored batch predictions for these rows, as monitored for drift.
+    Rescoring is only the fallback, for when the stored file no longer matches the rows."""
+    if preds.height == features.height and preds[spec.id_column].equals(features[spec.id_column]):
+        if spec.task == "binary":
+            return preds["score"].to_numpy()
+        if spec.task == "multiclass":
+            return preds.select(pl.max_horizontal(pl.col("^proba_.*$"))).to_series().to_numpy()
+        return preds["prediction"].to_numpy()
+    return prediction_for_drift(spec.task, bundle.score(features))
 
 
 def _append_scores(storage, pipeline: str, partition: str, version: str, run_id: str, table: pl.DataFrame) -> None:

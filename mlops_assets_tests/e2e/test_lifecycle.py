@@ -80,6 +80,8 @@ def test_day2_drift_triggers_exactly_one_retrain(world):
     assert drift["drift_share"].value >= spec.drift.share_threshold
     assert str(drift["evidently_html"].value).endswith("evidently.html")
     assert str(drift["trend_plot"].value).endswith("trend.png")
+    # Prediction drift is measured on the scores the champion served for these rows.
+    assert drift["prediction_drifted"].value is True and drift["prediction_drift_score"].value > 0
     assert "| " in drift["drift_table"].value
     storage = defs.resources[names.storage]
     scores = [p for p in storage.list(f"{spec.name}/drift_scores") if p.endswith(".parquet")]

@@ -57,8 +57,20 @@ def _opt_float(value: Any) -> float | None:
     return value if np.isfinite(value) else None
 
 
+class _Counts:
+    """Shared by both column profiles (dataclasses defining n_rows and n_missing)."""
+
+    @property
+    def n_valid(self) -> int:
+        return self.n_rows - self.n_missing
+
+    @property
+    def missing_rate(self) -> float:
+        return self.n_missing / self.n_rows if self.n_rows else 0.0
+
+
 @dataclass
-class NumericProfile:
+class NumericProfile(_Counts):
     """Profile of one numeric column (see the module docstring for the sketch layout)."""
 
     kind: ClassVar[str] = "numeric"
@@ -81,14 +93,6 @@ class NumericProfile:
     extra_values: list[float] | None = None
     extra_overflow: bool = False
     dtype: str = "float"
-
-    @property
-    def n_valid(self) -> int:
-        return self.n_rows - self.n_missing
-
-    @property
-    def missing_rate(self) -> float:
-        return self.n_missing / self.n_rows if self.n_rows else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +141,7 @@ class NumericProfile:
 
 
 @dataclass
-class CategoricalProfile:
+class CategoricalProfile(_Counts):
     """Profile of one categorical column: value frequencies, capped with an ``__other__`` bucket.
 
     For a reference, ``categories`` are its most frequent values (at most ``max_categories``) and
@@ -160,14 +164,6 @@ class CategoricalProfile:
     unseen_count: int = 0
     unseen_distinct: int = 0  # lower bound when more than the kept names were seen
     dtype: str = "string"
-
-    @property
-    def n_valid(self) -> int:
-        return self.n_rows - self.n_missing
-
-    @property
-    def missing_rate(self) -> float:
-        return self.n_missing / self.n_rows if self.n_rows else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
