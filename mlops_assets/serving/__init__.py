@@ -1,0 +1,1 @@
+"""Serving the champion outside batch: a real-time ASGI server and a streaming consumer."""
