@@ -16,6 +16,16 @@ TreeEnsembleRegressor accepts double attributes but always outputs float32.
 Standard ONNX ops then apply LightGBM's link function. The result matches
 ``Booster.predict`` on float64 input to about 1e-15.
 
+``precision="float32"`` builds the compact edge variant instead: the same graph
+with float32 splits, leaf weights and arithmetic, wrapped in Cast nodes so the
+contract (double 'features' in, double 'score' out) is unchanged. It is not
+faithful in general (see above) and ships only through the
+edge gate. Thresholds are rounded *down* to float32, not to nearest: for any x
+that is itself a float32 value (data that was float32 before it reached the
+model) ``x <= t`` then equals ``x <= float32(t)`` exactly, so such rows never
+take the other branch; only the leaf sums lose digits. Double-only inputs can
+still flip when x lies within a float32 step of a threshold.
+
 LightGBM semantics reproduced here (include/LightGBM/tree.h, src/c_api.cpp):
 * a numeric split sends x left when ``x <= threshold``;
 * the dense-matrix prediction path turns any |x| <= kZeroThreshold (1e-35f)
@@ -37,7 +47,7 @@ from onnx import TensorProto, helper, numpy_helper
 if TYPE_CHECKING:  # pragma: no cover
     import lightgbm
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxExportError", "lightgbm_to_onnx"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "PRECISIONS", "OnnxExportError", "lightgbm_to_onnx"]
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "score"
@@ -54,12 +64,20 @@ _IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantil
 _EXP_OBJECTIVES = {"poisson", "gamma", "tweedie"}
 _SIGMOID_OBJECTIVES = {"binary", "cross_entropy"}
 
+# precision -> numpy dtype of splits, leaf weights and the arithmetic after the trees.
+PRECISIONS = {"double": np.float64, "float32": np.float32}
+
 
 class OnnxExportError(ValueError):
     """The booster uses something this exporter cannot reproduce exactly."""
 
 
-def lightgbm_to_onnx(booster: lightgbm.Booster, feature_names: list[str] | None = None) -> bytes:
+def lightgbm_to_onnx(
+    booster: lightgbm.Booster,
+    feature_names: list[str] | None = None,
+    *,
+    precision: str = "double",
+) -> bytes:
     """Export a LightGBM booster to ONNX bytes that reproduce ``booster.predict``.
 
     Task is inferred from the booster's objective. Graph input: name 'features',
@@ -67,7 +85,13 @@ def lightgbm_to_onnx(booster: lightgbm.Booster, feature_names: list[str] | None 
     tensor(double): binary -> shape [None] (probability of class 1);
     multiclass -> [None, n_classes] probabilities; regression -> [None] prediction.
     Must equal booster.predict(X) for float64 X (NaN allowed).
+
+    ``precision="float32"``: the compact variant described in the module docstring;
+    same input and output, float32 inside, close to but not equal to booster.predict.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
     dump = booster.dump_model()
     n_features = int(dump["max_feature_idx"]) + 1
     names = _resolve_feature_names(dump, feature_names, n_features)
@@ -94,20 +118,27 @@ def lightgbm_to_onnx(booster: lightgbm.Booster, feature_names: list[str] | None 
 
     nodes: list[onnx.NodeProto] = []
     inits: list[TensorProto] = []
-    tree_input = _zero_preprocessing(ensemble, n_features, nodes, inits)
-    nodes.append(ensemble.make_node(tree_input, "raw", n_targets))
+    graph_input, graph_output = INPUT_NAME, OUTPUT_NAME
+    if dtype is not np.float64:
+        # The contract stays double: cast in, compute in float32, cast the score back out.
+        graph_input, graph_output = f"{INPUT_NAME}_f32", f"{OUTPUT_NAME}_f32"
+        nodes.append(helper.make_node("Cast", [INPUT_NAME], [graph_input], to=TensorProto.FLOAT))
+    tree_input = _zero_preprocessing(ensemble, n_features, nodes, inits, graph_input, dtype)
+    nodes.append(ensemble.make_node(tree_input, "raw", n_targets, dtype))
     current = "raw"
     if dump.get("average_output"):
         # Random-forest mode: Predict() divides the raw sum by the iteration count.
         n_iterations = len(trees) // n_targets
-        inits.append(_const("n_iterations", np.array(float(n_iterations))))
+        inits.append(_const("n_iterations", np.array(float(n_iterations), dtype=dtype)))
         nodes.append(helper.make_node("Div", [current, "n_iterations"], ["raw_avg"]))
         current = "raw_avg"
-    out_shape = _link_nodes(link, current, n_targets, nodes, inits)
+    out_shape = _link_nodes(link, current, n_targets, nodes, inits, graph_output, dtype)
+    if dtype is not np.float64:
+        nodes.append(helper.make_node("Cast", [graph_output], [OUTPUT_NAME], to=TensorProto.DOUBLE))
 
     graph = helper.make_graph(
         nodes,
-        "lightgbm_double",
+        "lightgbm_double" if dtype is np.float64 else f"lightgbm_{precision}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, ["N", n_features])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.DOUBLE, out_shape)],
         initializer=inits,
@@ -129,6 +160,8 @@ def lightgbm_to_onnx(booster: lightgbm.Booster, feature_names: list[str] | None 
             "producer": PRODUCER,
             "objective": objective,
             "n_outputs": str(n_targets),
+            # Only the compact variant says so: the double export stays byte-identical.
+            **({} if dtype is np.float64 else {"precision": precision}),
         },
     )
     onnx.checker.check_model(model)
@@ -177,7 +210,14 @@ def _const(name: str, value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(np.asarray(value), name=name)
 
 
-def _zero_preprocessing(ensemble: _Ensemble, n_features: int, nodes: list, inits: list) -> str:
+def _zero_preprocessing(
+    ensemble: _Ensemble,
+    n_features: int,
+    nodes: list,
+    inits: list,
+    input_name: str = INPUT_NAME,
+    dtype: type = np.float64,
+) -> str:
     """Map |x| <= kZeroThreshold to 0.0, or to NaN for 'Zero'-missing features.
 
     LightGBM's dense prediction path drops such values, so the trees see 0.0.
@@ -186,28 +226,34 @@ def _zero_preprocessing(ensemble: _Ensemble, n_features: int, nodes: list, inits
     change any branch: no 'Zero' feature and no threshold in [-k, k).
     """
     if not ensemble.zero_features and not ensemble.has_tiny_threshold:
-        return INPUT_NAME
-    fill = np.zeros(n_features, dtype=np.float64)
+        return input_name
+    fill = np.zeros(n_features, dtype=dtype)
     fill[sorted(ensemble.zero_features)] = np.nan
-    inits.append(_const("k_zero", np.array(K_ZERO_THRESHOLD)))
+    inits.append(_const("k_zero", np.array(K_ZERO_THRESHOLD, dtype=dtype)))
     inits.append(_const("zero_fill", fill))
-    nodes.append(helper.make_node("Abs", [INPUT_NAME], ["abs_x"]))
+    nodes.append(helper.make_node("Abs", [input_name], ["abs_x"]))
     nodes.append(helper.make_node("LessOrEqual", ["abs_x", "k_zero"], ["is_zero"]))
-    nodes.append(helper.make_node("Where", ["is_zero", "zero_fill", INPUT_NAME], ["x_zeroed"]))
+    nodes.append(helper.make_node("Where", ["is_zero", "zero_fill", input_name], ["x_zeroed"]))
     return "x_zeroed"
 
 
 def _link_nodes(
-    link: dict[str, Any], current: str, n_targets: int, nodes: list, inits: list
+    link: dict[str, Any],
+    current: str,
+    n_targets: int,
+    nodes: list,
+    inits: list,
+    output_name: str = OUTPUT_NAME,
+    dtype: type = np.float64,
 ) -> list:
     """Append the objective's ConvertOutput and return the output shape."""
     kind = link["link"]
     if kind == "softmax":
-        nodes.append(helper.make_node("Softmax", [current], [OUTPUT_NAME], axis=-1))
+        nodes.append(helper.make_node("Softmax", [current], [output_name], axis=-1))
         return ["N", n_targets]
     if kind == "sigmoid":
         if link["sigmoid"] != 1.0:
-            inits.append(_const("sigmoid_coef", np.array(link["sigmoid"])))
+            inits.append(_const("sigmoid_coef", np.array(link["sigmoid"], dtype=dtype)))
             nodes.append(helper.make_node("Mul", [current, "sigmoid_coef"], ["scaled"]))
             current = "scaled"
         nodes.append(helper.make_node("Sigmoid", [current], ["linked"]))
@@ -221,7 +267,7 @@ def _link_nodes(
         nodes.append(helper.make_node("Mul", ["abs_raw", current], ["linked"]))
         current = "linked"
     inits.append(_const("squeeze_axes", np.array([1], dtype=np.int64)))
-    nodes.append(helper.make_node("Squeeze", [current, "squeeze_axes"], [OUTPUT_NAME]))
+    nodes.append(helper.make_node("Squeeze", [current, "squeeze_axes"], [output_name]))
     return ["N"]
 
 
@@ -334,7 +380,12 @@ class _Ensemble:
         self.split[node_id] = threshold
         self.nan_true[node_id] = int(nan_true)
 
-    def make_node(self, input_name: str, output_name: str, n_targets: int) -> onnx.NodeProto:
+    def make_node(
+        self, input_name: str, output_name: str, n_targets: int, dtype: type = np.float64
+    ) -> onnx.NodeProto:
+        splits = np.asarray(self.split, dtype=np.float64)
+        if dtype is not np.float64:
+            splits = _round_down(splits, dtype)
         return helper.make_node(
             "TreeEnsemble",
             [input_name],
@@ -348,12 +399,21 @@ class _Ensemble:
             nodes_modes=numpy_helper.from_array(
                 np.zeros(len(self.feature), dtype=np.uint8)
             ),  # BRANCH_LEQ
-            nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=np.float64)),
+            nodes_splits=numpy_helper.from_array(splits),
             nodes_truenodeids=self.true_id,
             nodes_trueleafs=self.true_leaf,
             nodes_falsenodeids=self.false_id,
             nodes_falseleafs=self.false_leaf,
             nodes_missing_value_tracks_true=self.nan_true,
             leaf_targetids=self.leaf_target,
-            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=np.float64)),
+            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=dtype)),
         )
+
+
+def _round_down(values: np.ndarray, dtype: type) -> np.ndarray:
+    """The largest ``dtype`` value <= each double (see the module docstring for why)."""
+    with np.errstate(over="ignore"):  # LightGBM's 1e300 sentinels become inf, then float32 max
+        rounded = values.astype(dtype)
+    above = rounded.astype(np.float64) > values
+    rounded[above] = np.nextafter(rounded[above], dtype(-np.inf))
+    return rounded
