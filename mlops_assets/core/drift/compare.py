@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from . import stats
+from . import calibrated, stats
 from .errors import DriftInputError
 from .profile import CategoricalProfile, ColumnProfile, DatasetProfile, NumericProfile
 from .report import result_to_markdown
@@ -57,6 +57,9 @@ class DriftConfig:
     psi_bins: int = 10
     per_feature: dict[str, FeatureDriftConfig] = field(default_factory=dict)
     small_reference_rows: int = 1000
+    # The calibrated two-sample tests (see calibrated.py) behind the retrain signal.
+    test_min_rows: int = calibrated.DEFAULT_MIN_ROWS
+    test_min_expected: float = calibrated.DEFAULT_MIN_EXPECTED
 
 
 @dataclass
@@ -81,6 +84,22 @@ class FeatureDrift:
     n_current: int = 0
     computed: bool = True
     note: str = ""
+    # Calibrated two-sample test (calibrated.py), read by the retrain signal (signal.py); the
+    # Evidently-compatible verdict above does not depend on it.
+    test: str = ""
+    test_statistic: float | None = None
+    test_pvalue: float | None = None
+    test_note: str = ""
+    # Categoricals: the category whose share moved most (the signal's materiality measure).
+    share_change_category: str | None = None
+    share_reference: float | None = None
+    share_current: float | None = None
+
+    @property
+    def share_change(self) -> float | None:
+        if self.share_reference is None or self.share_current is None:
+            return None
+        return abs(self.share_current - self.share_reference)
 
     @property
     def severity(self) -> float:
@@ -219,7 +238,12 @@ def _not_computed(
         n_current=cur.n_valid,
         computed=False,
         note=note,
+        test_note=f"not tested: {note}",
     )
+
+
+def _test_sizes(config: DriftConfig) -> dict[str, Any]:
+    return {"min_rows": config.test_min_rows, "min_expected": config.test_min_expected}
 
 
 def compare_column(
@@ -245,6 +269,7 @@ def compare_column(
         assert isinstance(cur, NumericProfile)
         if not (ref.edges.size == cur.edges.size and (ref.edges == cur.edges).all()):
             raise DriftInputError(f"column {name!r}: current sketch is not on the reference edges")
+        values.update(calibrated.numeric_test(ref, cur, **_test_sizes(config)).fields())
         vc = stats.numeric_value_counts(ref, cur)
         n_values = stats.MANY_VALUES if vc is None else vc[2]
         d = stats.ks_statistic(ref, cur)
@@ -266,6 +291,14 @@ def compare_column(
         if ref.categories != cur.categories:
             raise DriftInputError(
                 f"column {name!r}: current counts are not on the reference categories"
+            )
+        values.update(calibrated.categorical_test(ref, cur, **_test_sizes(config)).fields())
+        moved = calibrated.largest_share_change(ref, cur)
+        if moved is not None:
+            values.update(
+                share_change_category=moved.category,
+                share_reference=moved.reference_share,
+                share_current=moved.current_share,
             )
         r, c, n_values = stats.categorical_vectors(ref, cur)
         vc = (r, c, n_values)
