@@ -249,13 +249,38 @@ class DriftSpec(_Strict):
         0.5, gt=0, le=1, description="Dataset drift when at least this share of features drift."
     )
     key_features: list[str] = Field(
-        default_factory=list, description="Any of these drifting alone triggers a retrain."
+        default_factory=list,
+        description="Any of these shifting significantly and materially triggers a retrain. "
+        "Empty: the champion's most important features (top_key_features).",
     )
     per_feature: dict[str, FeatureDriftSpec] = Field(
         default_factory=dict, description="Per-feature method/threshold overrides."
     )
     psi_bins: int = Field(10, ge=2, le=100)
     evidently_sample_rows: int = Field(100_000, ge=100)
+    # The calibrated retrain signal (docs/drift.md, "Two layers").
+    top_key_features: int = Field(
+        3, ge=0, le=50,
+        description="When key_features is empty: this many of the champion's most important features are key (0: none).",
+    )
+    key_feature_min_importance: float = Field(
+        0.1, ge=0, le=1, description="Smallest share of the total importance for a top feature to be key."
+    )
+    prediction_drift_signal: bool = Field(
+        True, description="A significant, material shift of the champion's predictions triggers a retrain."
+    )
+    signal_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Family-wise false-alarm rate of the retrain signal (weighted Holm over all tests)."
+    )
+    min_wasserstein: float = Field(
+        0.1, ge=0, description="Numeric materiality floor: Wasserstein distance / reference std."
+    )
+    min_category_share_change: float = Field(
+        0.05, ge=0, le=1, description="Categorical materiality floor: largest change of one category's share."
+    )
+    key_weight: float = Field(
+        4.0, ge=1, description="Holm weight of key features and the prediction (other features: 1)."
+    )
 
 
 class GroundTruthSpec(_Strict):

@@ -1,4 +1,4 @@
-"""Full-data drift engine: reference/current profiles and Evidently-compatible verdicts.
+"""Full-data drift engine: profiles, Evidently-compatible verdicts and the calibrated retrain signal.
 
 Pure numpy/polars/scipy. Evidently itself is only imported by :mod:`.evidently_report` (the HTML
 report and cross-checks), inside its functions. See ``docs/drift.md``.
@@ -27,6 +27,14 @@ from .profile import (
     DatasetProfile,
     NumericProfile,
 )
+from .signal import (
+    DriftSignal,
+    DriftSignalPolicy,
+    SignalTest,
+    default_key_features,
+    drift_signal,
+    policy_from_spec,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -37,14 +45,20 @@ __all__ = [
     "DriftConfig",
     "DriftInputError",
     "DriftResult",
+    "DriftSignal",
+    "DriftSignalPolicy",
     "FeatureDrift",
     "FeatureDriftConfig",
     "NumericProfile",
+    "SignalTest",
     "auto_method",
     "build_profile",
     "check_current_schema",
     "compare_profiles",
+    "default_key_features",
+    "drift_signal",
     "evidently_verdicts",
+    "policy_from_spec",
     "profile_frame",
     "profile_parquet",
     "render_evidently_report",

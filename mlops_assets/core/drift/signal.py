@@ -1,0 +1,309 @@
+"""The calibrated retrain signal: fires on drift that is both statistically real and material.
+
+It reads the calibrated tests that :func:`~.compare.compare_profiles` stores in each
+:class:`~.compare.FeatureDrift` (``test_pvalue``, see :mod:`.calibrated`) and their effect sizes;
+the Evidently-compatible ``drifted`` verdicts are not used. A signal fires when
+
+(a) a key feature shifted: its adjusted p-value is below ``alpha`` and its effect reaches the
+    floor (normalised Wasserstein distance for numerics, the largest change of one category's
+    share for categoricals);
+(b) the prediction column did the same (when ``prediction_counts``);
+(c) the share of features that shifted (same two conditions) reaches ``share_threshold``.
+
+Every test that can fire (every feature, and the prediction when it counts) is in one family,
+corrected with **weighted Holm**. Holm rather than Benjamini-Hochberg: the alarm is one yes/no
+decision, so the error that costs (a needless retrain) is a family-wise error, and Holm bounds
+it under any dependence, whereas BH needs positive dependence, which two-sided tests of
+correlated features, and of a prediction computed from those features, do not guarantee. With one
+shifted column (the common case) both would need the same ``p <= alpha * w / W``. The weights
+(``key_weight`` for key features and the prediction, 1 for the others) spend most of ``alpha``
+where a single shift can fire; the others can only fire together, through (c).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .compare import DriftResult, FeatureDrift
+from .errors import DriftInputError
+from .signal_report import signal_reasons, signal_to_markdown
+
+if TYPE_CHECKING:
+    from mlops_assets.spec import DriftSpec
+
+Role = Literal["key", "feature", "prediction"]
+
+
+@dataclass(frozen=True)
+class DriftSignalPolicy:
+    key_features: tuple[str, ...] = ()
+    prediction_counts: bool = True  # prediction drift alone fires the signal
+    alpha: float = 0.05  # family-wise error rate of the whole signal
+    min_wasserstein: float = 0.1  # numeric floor: W1 / std of the reference
+    min_share_change: float = 0.05  # categorical floor: largest change of one category's share
+    share_threshold: float = 0.5
+    key_weight: float = 4.0  # Holm weight of key features and the prediction (others: 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_features", tuple(self.key_features))
+        rules = {
+            "alpha": 0 < self.alpha < 1,
+            "min_wasserstein": self.min_wasserstein >= 0,
+            "min_share_change": 0 <= self.min_share_change <= 1,
+            "share_threshold": 0 < self.share_threshold <= 1,
+            "key_weight": self.key_weight >= 1,
+        }
+        limits = {
+            "alpha": "within (0, 1)",
+            "min_wasserstein": ">= 0",
+            "min_share_change": "within [0, 1]",
+            "share_threshold": "within (0, 1]",
+            "key_weight": ">= 1",
+        }
+        for name, ok in rules.items():
+            if not ok:
+                raise DriftInputError(
+                    f"DriftSignalPolicy.{name} must be {limits[name]}, got {getattr(self, name)}"
+                )
+        dupes = sorted({k for k in self.key_features if self.key_features.count(k) > 1})
+        if dupes:
+            raise DriftInputError(f"DriftSignalPolicy.key_features: duplicate names {dupes}")
+
+
+@dataclass(frozen=True)
+class SignalTest:
+    """One member of the tested family, or a column that could not be tested (pvalue None)."""
+
+    name: str
+    role: Role
+    kind: str
+    test: str
+    pvalue: float | None
+    adjusted_pvalue: float | None
+    weight: float
+    effect_name: str  # "normalised Wasserstein" or "largest category share change"
+    effect: float | None
+    floor: float
+    significant: bool
+    material: bool
+    n_reference: int
+    n_current: int
+    category: str | None = None  # categoricals: the category whose share moved most
+    share_reference: float | None = None
+    share_current: float | None = None
+    note: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        return self.significant and self.material
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drifted": self.drifted}
+
+
+@dataclass
+class DriftSignal:
+    triggered: bool
+    reasons: list[str]
+    notes: list[str]
+    key_features: tuple[str, ...]
+    key_features_drifted: list[str]
+    prediction_drifted: bool | None  # None: the prediction was not tested
+    drifted_features: list[str]  # significant and material, any role
+    drift_share: float  # drifted features / all features
+    share_threshold: float
+    family_size: int
+    alpha: float
+    tests: list[SignalTest] = field(default_factory=list)
+    n_reference: int = 0
+    n_current: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "tests"}
+        out["key_features"] = list(self.key_features)
+        out["tests"] = [t.to_dict() for t in self.tests]
+        return _finite(out)
+
+    def to_markdown(self) -> str:
+        return signal_to_markdown(self)
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf become None so the dict is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def weighted_holm(pvalues: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Holm's (1979) weighted step-down adjusted p-values.
+
+    Hand-written because scipy only offers Benjamini-Hochberg and statsmodels' Holm has no
+    weights. Hypotheses are taken in order of ``p / w``; the j-th is adjusted to
+    ``max over l <= j of min(1, p_l * W_l / w_l)`` with ``W_l`` the weight not yet rejected. With
+    equal weights this is plain Holm."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if p.size == 0:
+        return p
+    order = np.argsort(p / w, kind="stable")
+    remaining = np.cumsum(w[order][::-1])[::-1]
+    stepped = np.minimum(1.0, np.maximum.accumulate(p[order] * remaining / w[order]))
+    adjusted = np.empty_like(p)
+    adjusted[order] = stepped
+    return adjusted
+
+
+def default_key_features(
+    importance: Mapping[str, float], max_features: int = 3, min_share: float = 0.1
+) -> tuple[str, ...]:
+    """The champion's most important features: at most ``max_features`` of them, each holding at
+    least ``min_share`` of the total importance, most important first (ties by name).
+
+    ``importance`` is LightGBM's gain per feature or the MLP's permutation importance. Negative
+    values (a feature whose permutation helped) count as 0; when nothing is positive, no feature
+    is key and the prediction and share rules remain."""
+    if max_features < 0:
+        raise DriftInputError(f"max_features must be >= 0, got {max_features}")
+    if not 0 <= min_share <= 1:
+        raise DriftInputError(f"min_share must be within [0, 1], got {min_share}")
+    gains: dict[str, float] = {}
+    for name, value in importance.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DriftInputError(
+                f"importance of feature {name!r} must be a number, got {value!r}"
+            ) from None
+        if math.isnan(number) or number == math.inf:
+            raise DriftInputError(f"importance of feature {name!r} must be finite, got {number}")
+        gains[name] = max(number, 0.0)
+    total = sum(gains.values())
+    if total <= 0:
+        return ()
+    ranked = sorted(gains.items(), key=lambda kv: (-kv[1], kv[0]))
+    return tuple(name for name, gain in ranked[:max_features] if gain / total >= min_share)
+
+
+def policy_from_spec(
+    drift: DriftSpec, importance: Mapping[str, float] | None = None
+) -> DriftSignalPolicy:
+    """The policy a pipeline's ``drift`` section declares. Key features are the spec's, or when
+    it lists none, the champion's top features by ``importance``."""
+    keys = tuple(drift.key_features)
+    if not keys and importance:
+        keys = default_key_features(
+            importance, drift.top_key_features, drift.key_feature_min_importance
+        )
+    return DriftSignalPolicy(
+        key_features=keys,
+        prediction_counts=drift.prediction_drift_signal,
+        alpha=drift.signal_alpha,
+        min_wasserstein=drift.min_wasserstein,
+        min_share_change=drift.min_category_share_change,
+        share_threshold=drift.share_threshold,
+        key_weight=drift.key_weight,
+    )
+
+
+def _candidate(f: FeatureDrift, role: Role, policy: DriftSignalPolicy) -> dict[str, Any]:
+    numeric = f.kind == "numeric"
+    return {
+        "name": f.name,
+        "role": role,
+        "kind": f.kind,
+        "test": f.test,
+        "pvalue": f.test_pvalue,
+        "weight": 1.0 if role == "feature" else policy.key_weight,
+        "effect_name": "normalised Wasserstein" if numeric else "largest category share change",
+        "effect": f.wasserstein_norm if numeric else f.share_change,
+        "floor": policy.min_wasserstein if numeric else policy.min_share_change,
+        "n_reference": f.n_reference,
+        "n_current": f.n_current,
+        "category": None if numeric else f.share_change_category,
+        "share_reference": None if numeric else f.share_reference,
+        "share_current": None if numeric else f.share_current,
+        "note": f.test_note if f.test_pvalue is None else "",
+    }
+
+
+def _tests(result: DriftResult, policy: DriftSignalPolicy) -> list[SignalTest]:
+    keys = set(policy.key_features)
+    rows = [_candidate(f, "key" if f.name in keys else "feature", policy) for f in result.features]
+    if policy.prediction_counts and result.prediction is not None:
+        rows.append(_candidate(result.prediction, "prediction", policy))
+    tested = [i for i, row in enumerate(rows) if row["pvalue"] is not None]
+    adjusted = weighted_holm(
+        np.array([rows[i]["pvalue"] for i in tested]),
+        np.array([rows[i]["weight"] for i in tested]),
+    )
+    out = []
+    for i, row in enumerate(rows):
+        adj = float(adjusted[tested.index(i)]) if i in tested else None
+        effect = row["effect"]
+        out.append(
+            SignalTest(
+                **row,
+                adjusted_pvalue=adj,
+                significant=adj is not None and adj < policy.alpha,
+                material=effect is not None and math.isfinite(effect) and effect >= row["floor"],
+            )
+        )
+    return out
+
+
+def drift_signal(result: DriftResult, policy: DriftSignalPolicy) -> DriftSignal:
+    """Whether ``result`` (from :func:`~.compare.compare_profiles`) calls for a retrain, and why."""
+    names = [f.name for f in result.features]
+    unknown = sorted(set(policy.key_features) - set(names))
+    if unknown and not result.empty:
+        raise DriftInputError(f"key_features {unknown} are not features of the drift result")
+    base = {
+        "key_features": policy.key_features,
+        "share_threshold": policy.share_threshold,
+        "alpha": policy.alpha,
+        "n_reference": result.n_reference,
+        "n_current": result.n_current,
+    }
+    if result.empty:
+        return DriftSignal(
+            triggered=False,
+            reasons=[],
+            notes=[result.message],
+            key_features_drifted=[],
+            prediction_drifted=None,
+            drifted_features=[],
+            drift_share=0.0,
+            family_size=0,
+            **base,
+        )
+    tests = _tests(result, policy)
+    features = [t for t in tests if t.role != "prediction"]
+    drifted = [t.name for t in features if t.drifted]
+    share = len(drifted) / len(features) if features else 0.0
+    prediction = next((t for t in tests if t.role == "prediction"), None)
+    prediction_tested = prediction is not None and prediction.pvalue is not None
+    reasons, notes = signal_reasons(tests, drifted, share, policy)
+    if policy.prediction_counts and result.prediction is None:
+        notes.append("no prediction column was profiled: prediction drift was not checked")
+    return DriftSignal(
+        triggered=bool(reasons),
+        reasons=reasons,
+        notes=notes,
+        key_features_drifted=[t.name for t in features if t.role == "key" and t.drifted],
+        prediction_drifted=prediction.drifted if prediction_tested else None,
+        drifted_features=drifted,
+        drift_share=share,
+        family_size=sum(t.pvalue is not None for t in tests),
+        tests=tests,
+        **base,
+    )
