@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +140,9 @@ def score_parquet(
     totals = _Totals(bundle.task)
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
-    os.close(fd)
+    # A uniquely named sibling (same file system, so the rename is atomic), created by the
+    # writer with the usual permissions; mkstemp's 0600 would survive the rename.
+    tmp_name = str(destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp"))
     n_chunks = 0
     try:
         # Dictionary-encode only the repetitive string columns: trying it on the scores (all
