@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import signal
 import socket
 import threading
@@ -33,16 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mlops_assets.serving.broker import Broker, BrokerError, Message, OutputRecord
+from mlops_assets.serving.stream_output import (
+    EVENT_ID_COLUMN,
+    batch_key,
+    output_records,
+    write_batch,
+)
 from mlops_assets.spec import PipelineSpec
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from mlops_assets.core.bundle import ModelBundle
 
 logger = logging.getLogger("mlops_assets.stream")
-
-EVENT_ID_COLUMN = "event_id"
 
 
 @runtime_checkable
@@ -226,7 +227,7 @@ class StreamConsumer:
                 pl.Series(EVENT_ID_COLUMN, row_ids, dtype=pl.String),
             )
             relative = write_batch(scored, self.output_dir, messages[0].published_ms, key, self.consumer_name)
-            outputs = _output_records(scored, self.spec.id_column, relative)
+            outputs = output_records(scored, self.spec.id_column, relative)
         if self.on_batch_written is not None:
             self.on_batch_written(key)
         names = self.names
@@ -294,51 +295,6 @@ class StreamConsumer:
         if unknown:
             raise ValueError(f"version {version} needs features {unknown} that the spec does not declare")
         _ = bundle.scorer  # builds the onnxruntime session now: a corrupt model fails here, not mid-batch
-
-
-# -- output --------------------------------------------------------------------------------
-_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
-
-
-def batch_key(messages: list[Message]) -> str:
-    """`<first id>_<last id>`: the same batch always gets the same key (and file name)."""
-    return f"{_UNSAFE.sub('-', messages[0].id)}_{_UNSAFE.sub('-', messages[-1].id)}"
-
-
-def write_batch(frame: pl.DataFrame, output_dir: Path, published_ms: int, key: str, writer: str) -> str:
-    """Write `date=<day>/<key>.parquet` atomically; returns the path relative to output_dir.
-
-    The day comes from the batch's first message (its broker timestamp), never from the
-    clock, so a batch redelivered after midnight still overwrites its own file.
-    """
-    day = dt.datetime.fromtimestamp(published_ms / 1000, dt.UTC).date().isoformat()
-    relative = f"date={day}/{key}.parquet"
-    target = output_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A dot-name: arrival scans skip it; one per writer: two writers never share a temp file.
-    temp = target.parent / f".{key}.{_UNSAFE.sub('-', writer)}.tmp"
-    frame.write_parquet(temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
-    return relative
-
-
-def _output_records(scored: pl.DataFrame, id_column: str, relative: str) -> list[OutputRecord]:
-    import polars as pl
-
-    score_columns = [c for c in scored.columns if c == "score" or c == "prediction" or c.startswith("proba_")]
-    text = scored.select(
-        pl.col(EVENT_ID_COLUMN), pl.col(id_column).cast(pl.String), pl.col("model_version"),
-        pl.col("scored_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-        *[pl.col(c).cast(pl.String) for c in score_columns],
-    )
-    records = []
-    for row in text.iter_rows(named=True):
-        fields = {k: v for k, v in row.items() if v is not None}
-        fields["file"] = relative
-        records.append(OutputRecord(row[EVENT_ID_COLUMN], fields))
-    return records
 
 
 def _now() -> dt.datetime:
