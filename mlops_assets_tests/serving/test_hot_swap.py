@@ -26,7 +26,6 @@ from mlops_assets_tests.serving.serving_models import (
     stop_group,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STALL_SECONDS = 120.0     # a wait fails only after this long without progress
 CLIENTS = 4
 BATCH = 5
@@ -65,9 +64,12 @@ class ServerProcess:
         args = [sys.executable, "-m", "mlops_assets.serving.server", "--spec", str(models.spec_path),
                 "--tracking-uri", models.tracking_uri, "--bundle-cache-dir", models.registry.cache_dir,
                 "--port", str(self.port), "--poll-seconds", "0.3", "--log-level", "info", *extra]
-        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        # The store in MLflow's own variables too (the registry resource leaves a default in
+        # MLFLOW_REGISTRY_URI), and a scratch cwd: nothing may land in the repository.
+        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+               "MLFLOW_TRACKING_URI": models.tracking_uri, "MLFLOW_REGISTRY_URI": models.tracking_uri}
         self._log = open(self.log_path, "wb")  # noqa: SIM115  open for the process's lifetime
-        self.proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(args, cwd=log_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
     def log(self) -> str:
