@@ -15,6 +15,9 @@ How "exactly once in the output" holds despite SIGKILL (docs/serving.md, "Stream
 
 The output key is the broker's message id (`event_id`), not the event's own id: a producer
 that publishes the same event twice gets two scores.
+
+The model comes from `model_source.RegistryModelSource`, shared with the real-time server:
+the one place that calls the registry.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from mlops_assets.serving.broker import Broker, BrokerError, Message, OutputRecord
+from mlops_assets.serving.model_source import ModelSource, RegistryModelSource
 from mlops_assets.serving.stream_output import (
     EVENT_ID_COLUMN,
     batch_key,
@@ -44,35 +48,6 @@ if TYPE_CHECKING:
     from mlops_assets.core.bundle import ModelBundle
 
 logger = logging.getLogger("mlops_assets.stream")
-
-
-@runtime_checkable
-class ModelSource(Protocol):
-    """Where the consumer gets its model: the champion's version, and a version's bundle."""
-
-    def champion_version(self) -> str | None: ...
-
-    def load(self, version: str) -> ModelBundle: ...
-
-
-class RegistryModelSource:
-    """`ModelSource` over the MLflow registry resource: the only place here that calls it."""
-
-    def __init__(self, registry, model_name: str, *, alias: str = "champion", cache_dir: str | None = None):
-        self.registry, self.model_name, self.alias, self.cache_dir = registry, model_name, alias, cache_dir
-
-    def champion_version(self) -> str | None:
-        info = self.registry.version_by_alias(self.model_name, self.alias)
-        return None if info is None else info.version
-
-    def load(self, version: str) -> ModelBundle:
-        # The registry API is being rewritten: `load_bundle` (a verified copy, cached by run and
-        # file hashes) replaces `download_bundle`. Both are handled here, and only here.
-        if hasattr(self.registry, "load_bundle"):
-            return self.registry.load_bundle(self.model_name, version)
-        from mlops_assets.core.bundle import ModelBundle
-
-        return ModelBundle.load(self.registry.download_bundle(self.model_name, version, cache_dir=self.cache_dir))
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,18 @@
 - `redis_server`: `redis-server` on 127.0.0.1, a free port, its own temp dir and process
   group, for the test session; stopped at the end (SIGTERM, then SIGKILL). If the binary is
   missing the tests FAIL and say to run `scripts/install_broker.sh`; they are never skipped.
-- `stream_models`: a temporary sqlite MLflow store holding three versions of the spec's
-  model: 1 and 2 are small LightGBM bundles trained by the project's core; 3 has a corrupt
-  ONNX file (a version that cannot be loaded). `champion` is reset to 1 for every test.
+- `stream_models`: the serving tests' models (`serving_models.py`: versions 1 and 2 are small
+  LightGBM bundles trained by the project's core, 3 has a corrupt ONNX file) in a temporary
+  sqlite MLflow store; `champion` is reset to version 1 for every test.
 - `Worker`: the consumer as a real subprocess (`stream_worker.py`) in its own process group.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,33 +26,18 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
-from mlops_assets.spec import PipelineSpec
-from mlops_assets_tests.conftest import small_spec
+from mlops_assets_tests.serving.serving_models import (
+    ServedModels,
+    free_port,
+    loan_rows,
+    shared_served_models,
+    stop_group,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_broker.sh"
 NO_PROGRESS_SECONDS = 90.0   # a wait fails only after this long without any progress
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> int:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds; returns the exit code."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            return proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return proc.wait(30)
 
 
 # -- the broker ----------------------------------------------------------------------------
@@ -117,83 +100,19 @@ def stream_names():
 
 
 # -- models --------------------------------------------------------------------------------
-@dataclass
-class StreamModels:
-    spec: PipelineSpec
-    spec_path: Path
-    tracking_uri: str
-    registry: object
-    versions: list[str]          # [good v1, good v2, corrupt v3]
-
-    def set_champion(self, version: str) -> None:
-        self.registry.set_alias(self.spec.name, "champion", version)
-
-
-def _register(registry, spec, bundle_dir: Path, label: str) -> str:
-    tags = {"dagster_run_id": f"stream-test-{label}", "approval": "approved"}
-    if hasattr(registry, "log_candidate"):   # the rewritten registry API
-        return registry.log_candidate(spec.name, bundle_dir, params={"label": label}, metrics={},
-                                      tags=tags, run_name=label).version
-    from mlops_assets.resources.registry import log_and_register
-
-    _, _, version = log_and_register(registry, model_name=spec.name, bundle_dir=bundle_dir,
-                                     params={"label": label}, metrics={}, tags=tags)
-    return version
-
-
-def _train_bundle(spec: PipelineSpec, seed: int, directory: Path) -> Path:
-    from mlops_assets.core.bundle import PROFILE_FILE, SAMPLE_FILE
-    from mlops_assets.core.features import prepare_features
-    from mlops_assets.core.training import assemble_training_frame, train_from_frame
-    from mlops_assets.demo.data import generate_loans
-
-    raw = pl.from_pandas(generate_loans(4_000, day=dt.date(2026, 1, 1), seed=seed))
-    outcome = train_from_frame(assemble_training_frame([prepare_features(raw, spec)], spec), spec)
-    bundle_dir = outcome.bundle.save(directory)
-    (bundle_dir / PROFILE_FILE).write_text(json.dumps(outcome.reference_profile, sort_keys=True))
-    outcome.reference_sample.write_parquet(bundle_dir / SAMPLE_FILE)
-    return bundle_dir
-
-
-@pytest.fixture(scope="session")
-def stream_models_session(tmp_path_factory) -> StreamModels:
-    from mlops_assets.core.bundle import ONNX_FILE
-    from mlops_assets.resources.registry import MLflowRegistry
-
-    root = tmp_path_factory.mktemp("stream-models")
-    data = small_spec(root).model_dump(mode="json")
-    data["model"]["lightgbm"]["num_boost_round"] = 40   # about the plumbing, not model quality
-    spec = PipelineSpec.from_dict(data)
-    spec_path = root / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    # A unique store path: the registry's bundle cache must never match a previous session's.
-    store = root / f"mlflow-{uuid.uuid4().hex[:12]}"
-    store.mkdir()
-    tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
-    registry = MLflowRegistry(tracking_uri=tracking_uri, artifact_location=str(root / "artifacts"))
-    # Each bundle in a folder named `bundle`: the registry finds it under that artifact name.
-    versions = [_register(registry, spec, _train_bundle(spec, seed, root / f"seed{seed}" / "bundle"), f"seed{seed}")
-                for seed in (3, 4)]
-    corrupt = root / "corrupt" / "bundle"
-    shutil.copytree(root / "seed3" / "bundle", corrupt)
-    (corrupt / ONNX_FILE).write_bytes(b"this is not an onnx model")
-    versions.append(_register(registry, spec, corrupt, "corrupt"))
-    return StreamModels(spec, spec_path, tracking_uri, registry, versions)
-
-
 @pytest.fixture
-def stream_models(stream_models_session) -> StreamModels:
-    stream_models_session.set_champion(stream_models_session.versions[0])
-    return stream_models_session
+def stream_models(tmp_path_factory) -> ServedModels:
+    models = shared_served_models(tmp_path_factory)
+    models.set_champion(models.versions[0])
+    return models
 
 
 # -- events --------------------------------------------------------------------------------
 def loan_events(n: int, *, id_offset: int = 0, seed: int = 11) -> list[bytes]:
-    """`n` JSON events shaped like the pipeline's raw rows (id, features, and the rest)."""
-    from mlops_assets.demo.data import generate_loans
-
-    frame = pl.from_pandas(generate_loans(n, day=dt.date(2026, 2, 1), seed=seed, id_offset=id_offset))
-    frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S"), pl.col(pl.Float64).fill_nan(None))
+    """`n` JSON events shaped like the pipeline's raw rows (id, features, timestamp, label)."""
+    frame = loan_rows(n, seed=seed, id_offset=id_offset)
+    frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S"),
+                               pl.col(pl.Float64).fill_nan(None))
     return [json.dumps(row).encode() for row in frame.iter_rows(named=True)]
 
 
@@ -217,7 +136,7 @@ def wait_for(progress: Callable[[], float], done: Callable[[float], bool], what:
 class Worker:
     """`stream_worker.py` in its own process group; stderr goes to a log file."""
 
-    def __init__(self, models: StreamModels, redis_url: str, names, consumer: str, output_dir: Path,
+    def __init__(self, models: ServedModels, redis_url: str, names, consumer: str, output_dir: Path,
                  log_dir: Path, **options):
         self.log_path = log_dir / f"{consumer}-{time.time_ns()}.log"
         self.stats_path = self.log_path.with_suffix(".stats.json")

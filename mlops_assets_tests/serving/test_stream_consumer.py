@@ -9,7 +9,8 @@ import time
 import polars as pl
 import pytest
 
-from mlops_assets.serving.stream import RegistryModelSource, StreamConsumer
+from mlops_assets.serving.model_source import RegistryModelSource
+from mlops_assets.serving.stream import StreamConsumer
 from mlops_assets.serving.stream_health import consumer_health
 from mlops_assets_tests.serving.stream_fixtures import (  # noqa: F401  (fixtures)
     ConsumerThread,
@@ -21,7 +22,6 @@ from mlops_assets_tests.serving.stream_fixtures import (  # noqa: F401  (fixture
     read_stream,
     redis_server,
     stream_models,
-    stream_models_session,
     stream_names,
     wait_for,
 )
@@ -48,7 +48,7 @@ def test_bad_events_go_to_the_dead_letter_stream_with_the_field_and_rule(
         "no income": json.dumps({k: v for k, v in {**base, "loan_id": 900_001}.items() if k != "income"}).encode(),
         "text age": json.dumps({**base, "loan_id": 900_002, "age": "forty"}).encode(),
         "score 900": json.dumps({**base, "loan_id": 900_003, "credit_score": 900}).encode(),
-        "region mars": json.dumps({**base, "loan_id": 900_004, "region": "mars"}).encode(),
+        "castle": json.dumps({**base, "loan_id": 900_004, "home_ownership": "CASTLE"}).encode(),
         "null age": json.dumps({**base, "loan_id": 900_005, "age": None}).encode(),
         "infinite income": json.dumps({**base, "loan_id": 900_006, "income": float("inf")}).encode(),
     }
@@ -60,7 +60,7 @@ def test_bad_events_go_to_the_dead_letter_stream_with_the_field_and_rule(
         "no income": "field 'income': required (send null for a missing value)",
         "text age": "field 'age': type (declared numeric, got str 'forty')",
         "score 900": "field 'credit_score': range (900 above max 850.0)",
-        "region mars": "field 'region': unknown category ('mars' not in ['north', 'south', 'east', 'west'])",
+        "castle": "field 'home_ownership': unknown category ('CASTLE' not in ['RENT', 'OWN', 'MORTGAGE'])",
         "null age": "field 'age': null not allowed (max_null_fraction is 0)",
         "infinite income": "field 'income': infinite value",
     }

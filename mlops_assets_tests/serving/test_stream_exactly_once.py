@@ -25,7 +25,6 @@ from mlops_assets_tests.serving.stream_fixtures import (  # noqa: F401  (fixture
     read_stream,
     redis_server,
     stream_models,
-    stream_models_session,
     stream_names,
     wait_for,
 )
