@@ -107,7 +107,8 @@ class StreamConsumer:
         from mlops_assets.serving.stream_events import EventParser
 
         _require(batch_size, "batch_size", int, 1)
-        _require(max_wait_ms, "max_wait_ms", int, 0)
+        # >= 1: a non-blocking read would spin on an idle stream (and Redis reads BLOCK 0 as "forever").
+        _require(max_wait_ms, "max_wait_ms", int, 1)
         for name, value in (("champion_check_seconds", champion_check_seconds),
                             ("claim_idle_seconds", claim_idle_seconds),
                             ("broker_retry_seconds", broker_retry_seconds)):
@@ -125,6 +126,7 @@ class StreamConsumer:
         self._parser = EventParser(spec)
         self._bundle: ModelBundle | None = None
         self._last_champion_check = float("-inf")
+        self._alias_gone_logged = False
         self._last_claim_check = float("-inf")
 
     # -- the loop ----------------------------------------------------------------------------
@@ -246,7 +248,13 @@ class StreamConsumer:
         except Exception as exc:  # noqa: BLE001  a registry outage must not stop scoring with the model in hand
             logger.warning("champion lookup failed (%s); still scoring with version %s", exc, current)
             return
-        if version is None or version == current:
+        if version is None:
+            if current is not None and not self._alias_gone_logged:
+                logger.warning("the champion alias is gone; still scoring with version %s", current)
+            self._alias_gone_logged = current is not None
+            return
+        self._alias_gone_logged = False
+        if version == current:
             return
         try:
             bundle = self.model_source.load(version)

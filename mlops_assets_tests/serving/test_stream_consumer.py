@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import polars as pl
@@ -121,7 +122,9 @@ def test_output_rows_carry_features_scores_version_and_event_id(stream_models, b
         "prediction": first["prediction"], "file": f"date={day}/{ids[0]}_{ids[499]}.parquet"}
 
 
-def test_champion_change_mid_stream_switches_model_version(stream_models, broker, stream_names, tmp_path):
+def test_champion_change_mid_stream_switches_model_version(stream_models, broker, stream_names, tmp_path,
+                                                           caplog):
+    caplog.set_level(logging.INFO, logger="mlops_assets.stream")
     v1, v2, corrupt = stream_models.versions
     consumer = make_consumer(stream_models, broker, stream_names, tmp_path / "out")
     with ConsumerThread(consumer) as running:
@@ -136,14 +139,24 @@ def test_champion_change_mid_stream_switches_model_version(stream_models, broker
         time.sleep(1.0)   # several champion checks (every 0.2 s)
         broker.publish(stream_names.events, loan_events(1_000, id_offset=20_000))
         wait_for(group_done(broker, stream_names), lambda n: n >= 4_000, "third events", alive=running.problem)
+        # No champion at all any more: keep scoring with the model in hand too.
+        stream_models.registry.delete_alias(stream_models.spec.name, "champion")
+        time.sleep(1.0)
+        broker.publish(stream_names.events, loan_events(500, id_offset=30_000))
+        wait_for(group_done(broker, stream_names), lambda n: n >= 4_500, "fourth events", alive=running.problem)
 
     out = read_output_files(tmp_path / "out")
     version_of = dict(zip(out["loan_id"].to_list(), out["model_version"].to_list(), strict=True))
-    assert len(version_of) == out.height == 4_000
+    assert len(version_of) == out.height == 4_500
     assert {version_of[i] for i in range(1_500)} == {v1}
     assert {version_of[i] for i in range(10_000, 11_500)} == {v2}
     assert {version_of[i] for i in range(20_000, 21_000)} == {v2}
+    assert {version_of[i] for i in range(30_000, 30_500)} == {v2}
     assert consumer.stats.model_switches == 1 and consumer.stats.model_version == v2
+    logged = caplog.text
+    assert f"champion changed: version {v1} -> {v2}" in logged
+    assert f"champion is now version {corrupt} but it could not be loaded" in logged
+    assert f"the champion alias is gone; still scoring with version {v2}" in logged
     # Each file holds one version only: the switch happens between micro-batches.
     assert out.group_by("_file").agg(pl.col("model_version").n_unique())["model_version"].max() == 1
 

@@ -93,7 +93,7 @@ def test_batch_key_is_first_and_last_message_id():
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("batch_size", 0, "batch_size: must be a number >= 1, got 0"),
     ("batch_size", 2.5, "batch_size: must be a number >= 1, got 2.5"),
-    ("max_wait_ms", -1, "max_wait_ms: must be a number >= 0, got -1"),
+    ("max_wait_ms", 0, "max_wait_ms: must be a number >= 1, got 0"),
     ("champion_check_seconds", 0, "champion_check_seconds: must be a number > 0, got 0"),
     ("claim_idle_seconds", "soon", "claim_idle_seconds: must be a number > 0, got 'soon'"),
 ])
