@@ -137,3 +137,21 @@ def test_written_atomically_readable_and_deterministic(drifted, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (first.html.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_compact_evidently_page_keeps_the_verdicts(tmp_path):
+    """The cheap Evidently page: share over every column, widgets for the chosen ones only."""
+    from mlops_assets.core.drift import DriftInputError, render_evidently_report
+
+    ref, cur = make_frame(3_000, seed=1, drift=False), make_frame(3_000, seed=2, drift=True)
+    full = render_evidently_report(ref, cur, KINDS, tmp_path / "full.html")
+    detail = ["n_shift", "c_unseen", "n_same"]
+    compact = render_evidently_report(ref, cur, KINDS, tmp_path / "compact.html", detail_columns=detail)
+    assert compact["share"] == pytest.approx(full["share"])
+    assert compact["dataset_drift"] == full["dataset_drift"]
+    assert compact["columns"] == {c: full["columns"][c] for c in detail}
+    assert compact["columns"]["n_shift"] and not compact["columns"]["n_same"]
+    assert (tmp_path / "compact.html").stat().st_size > 0
+    with pytest.raises(DriftInputError, match=r"detail_columns names columns that are not compared: \['nope'\]"):
+        render_evidently_report(ref, cur, KINDS, tmp_path / "x.html", detail_columns=["nope"])
+    assert not (tmp_path / "x.html").exists()

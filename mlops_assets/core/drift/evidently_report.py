@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,13 @@ def _to_pandas(frame: Any) -> Any:
     return frame
 
 
-def _run(reference: Any, current: Any, columns: Mapping[str, ColumnKind]) -> Any:
+def _run(
+    reference: Any,
+    current: Any,
+    columns: Mapping[str, ColumnKind],
+    detail_columns: Sequence[str] | None = None,
+    share_threshold: float = 0.5,
+) -> Any:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -42,8 +48,30 @@ def _run(reference: Any, current: Any, columns: Mapping[str, ColumnKind]) -> Any
     )
     ref_ds = Dataset.from_pandas(reference[names], data_definition=definition)
     cur_ds = Dataset.from_pandas(current[names], data_definition=definition)
-    report = Report([DataDriftPreset(columns=names)], include_tests=True)
+    if detail_columns is None:
+        metrics = [DataDriftPreset(columns=names)]
+    else:
+        metrics = _compact_metrics(names, detail_columns, share_threshold)
+    report = Report(metrics, include_tests=True)
     return report.run(current_data=cur_ds, reference_data=ref_ds)  # current first
+
+
+def _compact_metrics(names: list[str], detail_columns: Sequence[str], share_threshold: float) -> list:
+    """The drifted-columns count over every column, then one drift widget per detail column.
+
+    DataDriftPreset computes each column's drift three times (its ValueDrift metrics, then the
+    legacy DatasetDriftMetric and DataDriftTable it renders) and draws every column's plots;
+    this list computes each once and draws only the columns asked for. Methods and thresholds
+    are Evidently's defaults in both, so the verdicts are the same."""
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    unknown = [c for c in detail_columns if c not in names]
+    if unknown:
+        raise DriftInputError(f"detail_columns names columns that are not compared: {unknown}")
+    return [
+        DriftedColumnsCount(columns=names, drift_share=share_threshold),
+        *(ValueDrift(column=c) for c in dict.fromkeys(detail_columns)),
+    ]
 
 
 def parse_snapshot(snapshot: Any) -> dict[str, Any]:
@@ -104,6 +132,7 @@ def render_evidently_report(
     sample_rows: int = 100_000,
     seed: int = 0,
     share_threshold: float = 0.5,
+    detail_columns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write Evidently's data-drift HTML report for (a sample of) the frames.
 
@@ -111,7 +140,17 @@ def render_evidently_report(
     stays quick and its HTML small; the verdicts of record come from :func:`compare_profiles` on
     the full data. Returns ``{"columns": {column: drifted}, "share": float, "dataset_drift":
     bool, "n_reference": int, "n_current": int, "html_path": str, "empty": bool}`` where the
-    verdicts are Evidently's on the sample. Empty current data writes a short placeholder page."""
+    verdicts are Evidently's on the sample. Empty current data writes a short placeholder page.
+
+    ``detail_columns`` (default None: the full ``DataDriftPreset`` page) asks for the compact
+    page instead: the count and share of drifted columns over all ``columns``, then the drift
+    widget of only the columns listed (say, the ones our engine found drifted, plus the key
+    features). ``"columns"`` then holds Evidently's verdicts for those columns only; ``"share"``
+    is still over all of them. Measured on 13 features, 5k rows a side: 0.3-0.4 s with four
+    detail columns against 1.3 s for the full page (2.3 s at 20k rows), import not included.
+
+    Keep ``sample_rows`` above 1000: on a reference of 1000 rows or fewer Evidently switches
+    from Wasserstein/Jensen-Shannon to KS/chi-square, so its verdicts stop matching ours."""
     reference, current = _to_pandas(reference), _to_pandas(current)
     path = Path(html_path)
     if len(current) == 0:
@@ -133,7 +172,7 @@ def render_evidently_report(
         reference = reference.sample(n=sample_rows, random_state=seed)
     if len(current) > sample_rows:
         current = current.sample(n=sample_rows, random_state=seed)
-    snapshot = _run(reference, current, columns)
+    snapshot = _run(reference, current, columns, detail_columns, share_threshold)
     _write_atomically(path, snapshot.save_html)
     parsed = parse_snapshot(snapshot)
     return {
