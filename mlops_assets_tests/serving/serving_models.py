@@ -33,9 +33,12 @@ from mlops_assets_tests.conftest import small_spec
 UNDECLARED_CATEGORICAL = "region"      # no `categories` in the served spec: any string is valid
 
 
-def served_spec(root: Path, *, num_boost_round: int = 40, task: str = "binary") -> PipelineSpec:
+def served_spec(root: Path, *, num_boost_round: int = 40, task: str = "binary",
+                early_stopping: bool = True) -> PipelineSpec:
     data = small_spec(root).model_dump(mode="json")
     data["model"]["lightgbm"]["num_boost_round"] = num_boost_round
+    if not early_stopping:   # all the rounds: a model of the size asked for (benchmarks)
+        data["model"]["lightgbm"]["early_stopping_rounds"] = None
     for feature in data["features"]:
         if feature["name"] == UNDECLARED_CATEGORICAL:
             feature["categories"] = None
@@ -133,13 +136,13 @@ class ServedModels:
 
 
 def build_served_models(root: Path, *, seeds: tuple[int, ...] = (3, 4), corrupt: bool = True,
-                        num_boost_round: int = 40) -> ServedModels:
+                        num_boost_round: int = 40, early_stopping: bool = True) -> ServedModels:
     from mlops_assets.core.bundle import ONNX_FILE
     from mlops_assets.resources.registry import MLflowRegistry
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     root.mkdir(parents=True, exist_ok=True)
-    spec = served_spec(root, num_boost_round=num_boost_round)
+    spec = served_spec(root, num_boost_round=num_boost_round, early_stopping=early_stopping)
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     # A fresh store folder: a bundle cache entry from an earlier store can never match it.
