@@ -10,7 +10,7 @@ pool; then
       and the daemon restarted.
 Each time: run 1 ends FAILURE, its slot is freed, the failure alert is sent, and run 2 completes.
 
-Slow-ish (about a minute per case on two quiet cores): it starts real processes.
+Slow-ish (80-100 s per case on two busy cores): it starts real processes.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ INTERVAL_S = 5
 GRACE_S = 10
 # The stated interval: a tick finds the dead worker within one interval, the first tick a grace
 # later acts. Counted from the kill, or in (b) from the watchdog's first tick after the restart
-# (nothing can notice anything before it). A busy machine delays the daemon's loop, hence the
-# allowance on top; the measured time is printed.
+# (nothing can notice anything before it). A busy machine stretches the daemon's sensor loop
+# (ticks 5-10 s apart were measured for a 5 s interval at load 4), hence the allowance on top;
+# the measured time and the tick spacing are printed.
 DETECT_S = GRACE_S + 2 * INTERVAL_S
 BUSY_ALLOWANCE_S = 60
 STARTUP_S = 180        # daemon + code server up, a run launched and its step running (loaded machine)
