@@ -40,15 +40,15 @@ class World:
 
         from mlops_assets.definitions import build_mlops_defs
         from mlops_assets.demo import demo_spec
+        from mlops_assets.pipeline import Pipeline
         from mlops_assets.spec import PipelineSpec
-        from mlops_assets.stages.common import Names
 
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sensor_tick_"))
         self.instance = stack.enter_context(dg.instance_for_test())
         data = demo_spec(tmp).model_dump(mode="json")
         data["source"]["settle_seconds"] = 0.0        # every file is complete at once
         spec = PipelineSpec.from_dict(data)
-        names = Names(spec)
+        names = Pipeline(spec)
         self.spec = spec
         self.defs = build_mlops_defs(spec)
         self.sensor_name = names.sensor("new_data")
@@ -60,7 +60,7 @@ class World:
         old = _write_files(landing, 0, n_old)
         previous = self.tick(None)
         assert len(previous.run_requests) == n_old, len(previous.run_requests)
-        self.instance.add_dynamic_partitions(names.partitions, old)
+        self.instance.add_dynamic_partitions(names.partitions_name, old)
         self.cursor = previous.cursor
         assert not self.tick(self.cursor).run_requests      # nothing new yet
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from dagster_aws.s3 import S3Resource
 
     from mlops_assets.resources import ArtifactStore, MLflowRegistry
+    from mlops_assets.translator import MLOpsTranslator
 
 # Attributes that are not part of PipelineSpec: where the resources live.
 RESOURCE_ATTRIBUTES = ("storage_uri", "s3_endpoint_url", "mlflow_tracking_uri")
@@ -306,13 +307,18 @@ with warnings.catch_warnings():
             ui_url = uri if uri.startswith(("http://", "https://")) else None
             return MLflowRegistry(tracking_uri=uri, ui_url=ui_url)
 
+        def build_translator(self) -> MLOpsTranslator | None:
+            """Override in a Python subclass of the component to use your own translator."""
+            return None
+
         def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
             from mlops_assets.definitions import build_mlops_defs
 
             base_dir = _component_dir(context)
             spec = self.to_spec(base_dir)
             return build_mlops_defs(
-                spec, storage=self._storage(base_dir), registry=self._registry(), s3=self._s3()
+                spec, translator=self.build_translator(), storage=self._storage(base_dir),
+                registry=self._registry(), s3=self._s3(),
             )
 
 

@@ -1,38 +1,54 @@
 """`build_mlops_defs(spec)`: one pipeline spec -> Dagster definitions.
 
-Everything a pipeline adds is prefixed with its name (asset keys, jobs, sensors,
-schedules, resource keys, the partitions definition), so several pipelines merge into
-one deployment next to the user's own assets without collisions.
+Everything a pipeline adds is prefixed with its name (asset keys, jobs, sensors, schedules,
+resource keys, the partitions definition), so several pipelines merge into one deployment
+next to the user's own assets without collisions. Names come from `Pipeline`; what each
+asset looks like comes from its translator (pass a subclass of `MLOpsTranslator` to change it).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from mlops_assets.automation.jobs import build_jobs
+from mlops_assets.automation.new_data import build_new_data_sensor
+from mlops_assets.automation.retrain import build_retrain_sensor
 from mlops_assets.automation.rollback import build_rollback_job
+from mlops_assets.automation.run_failure import build_run_failure_sensor
 from mlops_assets.automation.schedules import (
     build_batch_inference_schedule,
     build_monitoring_schedule,
     build_performance_schedule,
 )
-from mlops_assets.automation.sensors import (
-    build_new_data_sensor,
-    build_retrain_sensor,
-    build_run_failure_sensor,
-)
+from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
-from mlops_assets.spec import PipelineSpec
+from mlops_assets.spec import PipelineSpec, SpecError
 from mlops_assets.stages.batch_predictions import build_batch_predictions_asset
-from mlops_assets.stages.common import Names
-from mlops_assets.stages.drift import build_drift_asset
-from mlops_assets.stages.evaluation import build_evaluation_asset, build_registry_asset
-from mlops_assets.stages.features import build_features_asset
+from mlops_assets.stages.drift_report import build_drift_report_asset
+from mlops_assets.stages.evaluation_report import build_evaluation_report_asset
+from mlops_assets.stages.model_performance import build_model_performance_asset
 from mlops_assets.stages.raw_data import build_raw_data_asset
-from mlops_assets.stages.training import build_training_asset
+from mlops_assets.stages.registered_model import build_registered_model_asset
+from mlops_assets.stages.trained_model import build_trained_model_asset
+from mlops_assets.stages.validated_features import build_validated_features_asset
+from mlops_assets.translator import MLOpsTranslator
+
+STAGE_BUILDERS = {
+    Stage.RAW_DATA: build_raw_data_asset,
+    Stage.VALIDATED_FEATURES: build_validated_features_asset,
+    Stage.TRAINED_MODEL: build_trained_model_asset,
+    Stage.EVALUATION_REPORT: build_evaluation_report_asset,
+    Stage.REGISTERED_MODEL: build_registered_model_asset,
+    Stage.BATCH_PREDICTIONS: build_batch_predictions_asset,
+    Stage.DRIFT_REPORT: build_drift_report_asset,
+    Stage.MODEL_PERFORMANCE: build_model_performance_asset,
+    # The labels are files the pipeline reads, not computes: an external asset.
+    Stage.GROUND_TRUTH: lambda pipeline: pipeline.asset_spec(Stage.GROUND_TRUTH),
+}
 
 
 def default_storage(spec: PipelineSpec) -> ArtifactStore:
@@ -44,13 +60,12 @@ def default_registry(spec: PipelineSpec) -> MLflowRegistry:
     return MLflowRegistry(
         tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
         artifact_location=str(state / "mlartifacts"),
+        cache_dir=str(state / "cache" / "bundles"),
     )
 
 
 def default_notifier(spec: PipelineSpec) -> Notifier:
     """Webhook alerts when MLOPS_WEBHOOK_URL is set (read at run time, never stored), else log."""
-    import os
-
     if os.environ.get("MLOPS_WEBHOOK_URL"):
         return Notifier(backend="webhook", webhook_url=dg.EnvVar("MLOPS_WEBHOOK_URL"), pipeline=spec.name)
     return Notifier(pipeline=spec.name)
@@ -59,6 +74,7 @@ def default_notifier(spec: PipelineSpec) -> Notifier:
 def build_mlops_defs(
     spec: PipelineSpec,
     *,
+    translator: MLOpsTranslator | None = None,
     storage: ArtifactStore | None = None,
     registry: MLflowRegistry | None = None,
     notifier: Notifier | None = None,
@@ -69,53 +85,30 @@ def build_mlops_defs(
     Resources default to the embedded setup under `spec.state_dir` (a local artifact
     directory and a sqlite MLflow store); pass your own for S3 / an MLflow server.
     """
-    names = Names(spec)
-    partitions = names.partitions_def
-    assets = [
-        build_raw_data_asset(names, partitions),
-        build_features_asset(names, partitions),
-        build_training_asset(names),
-        build_evaluation_asset(names),
-        build_registry_asset(names),
-        build_batch_predictions_asset(names, partitions),
-        build_drift_asset(names, partitions),
-    ]
-    extra = []
-    if spec.ground_truth is not None:
-        from mlops_assets.stages.performance import build_performance_asset
-
-        extra = [
-            dg.AssetSpec(names.key("ground_truth"), group_name=spec.name, kinds={"files"},
-                         description=f"Delayed labels arriving in {spec.ground_truth.path}."),
-            build_performance_asset(names),
-        ]
-    assets += extra
-    jobs = build_jobs(names, partitions)
+    pipeline = Pipeline(spec, translator)
+    jobs = build_jobs(pipeline)
     notifier = notifier or default_notifier(spec)
+    schedules = [build_batch_inference_schedule(pipeline, jobs), build_monitoring_schedule(pipeline, jobs)]
+    if jobs.performance is not None:
+        schedules.append(build_performance_schedule(pipeline, jobs.performance))
     return dg.Definitions(
-        assets=assets,
-        jobs=[*jobs.all(), build_rollback_job(names)],
-        sensors=[build_new_data_sensor(names, jobs), build_retrain_sensor(names, jobs),
-                 build_run_failure_sensor(names, jobs, notifier)],
-        schedules=[
-            build_batch_inference_schedule(names, jobs),
-            build_monitoring_schedule(names, jobs),
-            *([build_performance_schedule(names, jobs.performance)] if jobs.performance else []),
-        ],
+        assets=[STAGE_BUILDERS[stage](pipeline) for stage in pipeline.stages],
+        jobs=[*jobs.all(), build_rollback_job(pipeline)],
+        sensors=[build_new_data_sensor(pipeline, jobs), build_retrain_sensor(pipeline, jobs),
+                 build_run_failure_sensor(pipeline, jobs, notifier)],
+        schedules=schedules,
         resources={
-            names.storage: storage or default_storage(spec),
-            names.registry: registry or default_registry(spec),
-            names.notifier: notifier,
+            pipeline.storage_key: storage or default_storage(spec),
+            pipeline.registry_key: registry or default_registry(spec),
+            pipeline.notifier_key: notifier,
             # Reads the S3 source (if any). Unset: the standard AWS chain, AWS_ENDPOINT_URL included.
-            names.s3: s3 or S3Resource(),
+            pipeline.s3_key: s3 or S3Resource(),
         },
     )
 
 
 def build_pipelines_defs(specs: list[PipelineSpec], **resources) -> dg.Definitions:
     """Several pipelines in one deployment; two pipelines with the same name are refused."""
-    from mlops_assets.spec import SpecError
-
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from mlops_assets import __version__
+from mlops_assets.version import __version__
 
 
 def code_version() -> str:

@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 TaskType = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["numeric", "categorical"]
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+OWNER_RE = re.compile(r"^(team:[A-Za-z0-9_\-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+# Dagster's rules for tag keys and values (strict tags are what the UI can filter on).
+TAG_KEY_RE = re.compile(r"^([A-Za-z0-9_.\-]{1,63}/)?[A-Za-z0-9_.\-]{1,63}$")
+TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]*$")
 
 # Sections that change what a model learns. Paths and schedules are deployment
 # details: moving the state folder must not make every asset stale.
@@ -196,11 +200,16 @@ class ModelSpec(_Strict):
     mlp: MLPSpec = MLPSpec()
     search: SearchSpec | None = Field(None, description="Optional hyperparameter search.")
 
+    @property
+    def trainer_settings(self) -> BaseModel:
+        """The settings block named like the trainer (`lightgbm:` for trainer lightgbm, ...)."""
+        return getattr(self, self.trainer)
+
     @model_validator(mode="after")
     def _search_space_fits_trainer(self) -> ModelSpec:
         if self.search is None:
             return self
-        config = self.lightgbm if self.trainer == "lightgbm" else self.mlp
+        config = self.trainer_settings
         allowed = set(type(config).model_fields) - {"extra_params", "num_threads", "device"}
         unknown = sorted(set(self.search.space) - allowed)
         if unknown:
@@ -339,12 +348,38 @@ class PipelineSpec(_Strict):
     state_dir: str = Field(
         ".mlops", description="Embedded default home for artifacts and the MLflow store."
     )
+    owners: list[str] = Field(
+        default_factory=list,
+        description="Owners of every asset of the pipeline: emails or 'team:<name>' (shown in the UI).",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Tags put on every asset of the pipeline (filterable in the UI)."
+    )
 
     @field_validator("name")
     @classmethod
     def _name_is_identifier(cls, value: str) -> str:
         if not NAME_RE.match(value):
             raise ValueError("must match ^[a-z][a-z0-9_]{0,62}$ (it becomes asset keys and a model name)")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owners_are_dagster_owners(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if not OWNER_RE.match(o)]
+        if bad:
+            raise ValueError(f"{bad}: each owner must be an email or 'team:<name>'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_dagster_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not TAG_KEY_RE.match(k)]
+        if bad:
+            raise ValueError(f"{bad}: tag keys are letters, digits, '_', '-', '.', '/', at most 63 characters")
+        long = [k for k, v in value.items() if len(v) > 63 or not TAG_VALUE_RE.match(v)]
+        if long:
+            raise ValueError(f"values of {long}: at most 63 characters of letters, digits, '_', '-', '.'")
         return value
 
     @model_validator(mode="after")
@@ -378,12 +413,6 @@ class PipelineSpec(_Strict):
     @property
     def feature_types(self) -> dict[str, FeatureType]:
         return {f.name: f.type for f in self.features}
-
-    @property
-    def parity_tolerance(self) -> float:
-        if self.gate.onnx_parity_tolerance is not None:
-            return self.gate.onnx_parity_tolerance
-        return 1e-4 if self.model.trainer == "mlp" else 1e-5
 
     @property
     def main_metric(self) -> str:

@@ -12,7 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+from mlops_assets.signals import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 
 @dataclass

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from mlops_assets.stages.common import STAGES, Names
+from mlops_assets.pipeline import LIFECYCLE, Pipeline, Stage
+from mlops_assets.signals import KIND_TAG
 
-INGEST_STAGES = ("raw_data", "validated_features", "batch_predictions", "drift_report")
-PREPARE_STAGES = ("raw_data", "validated_features")
-RETRAIN_STAGES = ("trained_model", "evaluation_report", "registered_model")
+INGEST_STAGES = (Stage.RAW_DATA, Stage.VALIDATED_FEATURES, Stage.BATCH_PREDICTIONS, Stage.DRIFT_REPORT)
+PREPARE_STAGES = (Stage.RAW_DATA, Stage.VALIDATED_FEATURES)
+RETRAIN_STAGES = (Stage.TRAINED_MODEL, Stage.EVALUATION_REPORT, Stage.REGISTERED_MODEL)
 
 
 @dataclass(frozen=True)
@@ -27,34 +28,35 @@ class PipelineJobs:
         return jobs + ([self.performance] if self.performance else [])
 
 
-def build_jobs(names: Names, partitions: dg.PartitionsDefinition) -> PipelineJobs:
+def build_jobs(pipeline: Pipeline) -> PipelineJobs:
     def select(stages) -> dg.AssetSelection:
-        return dg.AssetSelection.assets(*[names.key(s) for s in stages])
+        return dg.AssetSelection.assets(*pipeline.keys(stages))
 
+    # Partitioned jobs take their partitions from the selected assets.
     return PipelineJobs(
         ingest=dg.define_asset_job(
-            names.job("ingest"), select(INGEST_STAGES), partitions_def=partitions,
+            pipeline.job("ingest"), select(INGEST_STAGES),
             description="Ingest one arrival, validate it, score it with the champion, check drift.",
         ),
         bootstrap=dg.define_asset_job(
-            names.job("bootstrap"), select(STAGES), partitions_def=partitions,
+            pipeline.job("bootstrap"), select(LIFECYCLE),
             description="First arrival: the whole lifecycle, training the first champion.",
         ),
         retrain=dg.define_asset_job(
-            names.job("retrain"), select(RETRAIN_STAGES),
+            pipeline.job("retrain"), select(RETRAIN_STAGES),
             description="Train on all labelled partitions, evaluate, promote if the gate passes.",
-            tags={"mlops/kind": "retrain"},
+            tags={KIND_TAG: "retrain"},
         ),
         batch_inference=dg.define_asset_job(
-            names.job("batch_inference"), select(["batch_predictions"]), partitions_def=partitions,
+            pipeline.job("batch_inference"), select([Stage.BATCH_PREDICTIONS]),
             description="Score a partition with the current champion.",
         ),
         drift=dg.define_asset_job(
-            names.job("drift"), select(["drift_report"]), partitions_def=partitions,
+            pipeline.job("drift"), select([Stage.DRIFT_REPORT]),
             description="Recompute a partition's drift report against the champion.",
         ),
         performance=dg.define_asset_job(
-            names.job("performance"), select(["model_performance"]),
+            pipeline.job("performance"), select([Stage.MODEL_PERFORMANCE]),
             description="Join delayed labels to predictions and compute daily metrics.",
-        ) if names.spec.ground_truth is not None else None,
+        ) if pipeline.spec.ground_truth is not None else None,
     )

@@ -59,19 +59,20 @@ def evaluate_candidate(
         measure_latency,
         smoke_test,
     )
-    from mlops_assets.core.trainers import native_predict
+    from mlops_assets.core.trainers.registry import native_predict, parity_tolerance
 
     X = bundle.encoder.transform(holdout)
     y = encode_target(holdout[spec.target], spec, bundle.classes or None)
-    threshold = bundle.meta.get("threshold", spec.model.decision_threshold)
-    native = native_predict(bundle.meta["trainer"], bundle.native_bytes, X)
+    threshold = bundle.threshold
+    native = native_predict(bundle.trainer, bundle.native_bytes, X)
+    tolerance = parity_tolerance(bundle.trainer, spec.gate.onnx_parity_tolerance)
 
     smoke_error: str | None = None
     latency = None
     try:
         smoke_test(bundle.onnx_bytes, X.shape[1])
         onnx_scores = bundle.scorer.predict(X)
-        parity = check_parity(native, onnx_scores, spec.parity_tolerance).max_abs_diff
+        parity = check_parity(native, onnx_scores, tolerance).max_abs_diff
         lat = measure_latency(bundle.scorer, X, single_row_iters=latency_iters, batch_rows=min(len(X), 10_000))
         latency = {"single_row_p50_ms": lat.single_row_p50_ms, "single_row_p99_ms": lat.single_row_p99_ms,
                    "batch_rows_per_s": lat.batch_rows_per_s}
@@ -105,7 +106,7 @@ def evaluate_candidate(
         smoke_test_error=smoke_error,
         fairness_gap=fairness.main_metric_gap if fairness else None,
         p99_latency_ms=latency["single_row_p99_ms"] if latency else None,
-        parity_tolerance=spec.parity_tolerance,
+        parity_tolerance=tolerance,
     )
     return EvaluationResult(
         n_holdout=holdout.height, metrics=metrics, champion_version=champion_version,

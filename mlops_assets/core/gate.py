@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from mlops_assets.core.metrics import HIGHER_IS_BETTER
 from mlops_assets.spec import GateSpec
 
 INFRA_RULES = ("onnx_parity", "onnx_smoke_test")
+
+
+class Approval(StrEnum):
+    """A model version's release state, recorded as its `approval` tag."""
+
+    PENDING = "pending"        # logged by training, not judged yet
+    APPROVED = "approved"      # the gate passed
+    REJECTED = "rejected"      # the gate failed
+    FORCED = "forced"          # the gate failed, promoted anyway by an audited override
+    ABANDONED = "abandoned"    # its run died before the gate judged it
+
+    @property
+    def promotable(self) -> bool:
+        return self in (Approval.APPROVED, Approval.FORCED)
 
 
 @dataclass(frozen=True)
@@ -41,10 +56,10 @@ class GateDecision:
         return [r for r in self.rules if not r.passed]
 
     @property
-    def approval(self) -> str:
+    def approval(self) -> Approval:
         if self.forced:
-            return "forced"
-        return "approved" if self.passed else "rejected"
+            return Approval.FORCED
+        return Approval.APPROVED if self.passed else Approval.REJECTED
 
     def message(self) -> str:
         failed = self.failed_rules
@@ -63,7 +78,7 @@ class GateDecision:
 
     def to_dict(self) -> dict:
         return {
-            "passed": self.passed, "approval": self.approval, "bootstrap": self.bootstrap,
+            "passed": self.passed, "approval": str(self.approval), "bootstrap": self.bootstrap,
             "forced": self.forced, "force_reason": self.force_reason, "message": self.message(),
             "rules": [r.__dict__ for r in self.rules],
         }

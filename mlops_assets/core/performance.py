@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from mlops_assets.core.metrics import HIGHER_IS_BETTER, compute_metrics
+from mlops_assets.core.predictions import MODEL_VERSION, SCORED_AT, scores_for_metrics
 
 LABEL = "__label"
 DAY = "day"
@@ -40,16 +41,8 @@ def join_labels(predictions: pl.DataFrame, labels: pl.DataFrame, *, id_column: s
     lab = labels.select(
         pl.col(id_column), pl.col(label_column).alias(LABEL), time.dt.date().alias(DAY)
     ).unique(subset=[id_column], keep="last")
-    preds = predictions.sort("scored_at").unique(subset=[id_column], keep="last")
+    preds = predictions.sort(SCORED_AT).unique(subset=[id_column], keep="last")
     return preds.join(lab, on=id_column, how="inner")
-
-
-def _scores(joined: pl.DataFrame, task: str, classes: list) -> np.ndarray:
-    if task == "binary":
-        return joined["score"].to_numpy()
-    if task == "multiclass":
-        return joined.select([f"proba_{c}" for c in classes]).to_numpy()
-    return joined["prediction"].to_numpy()
 
 
 def _labels(joined: pl.DataFrame, task: str, classes: list) -> np.ndarray:
@@ -65,17 +58,17 @@ def daily_performance(joined: pl.DataFrame, task: str, *, threshold: float = 0.5
     with their count but no metrics, so thin days never trigger anything."""
     classes = [str(c) for c in (classes or [])]
     rows = []
-    for (day, version), part in joined.group_by([DAY, "model_version"], maintain_order=True):
-        row = {DAY: day, "model_version": str(version), "n": part.height}
+    for (day, version), part in joined.group_by([DAY, MODEL_VERSION], maintain_order=True):
+        row = {DAY: day, MODEL_VERSION: str(version), "n": part.height}
         if part.height >= min_rows:
             try:
-                row.update(compute_metrics(task, _labels(part, task, classes), _scores(part, task, classes), threshold))
+                row.update(compute_metrics(task, _labels(part, task, classes), scores_for_metrics(part, task, classes), threshold))
             except ValueError:
                 pass
         rows.append(row)
     if not rows:
-        return pl.DataFrame(schema={DAY: pl.Date, "model_version": pl.String, "n": pl.Int64})
-    return pl.DataFrame(rows).sort([DAY, "model_version"])
+        return pl.DataFrame(schema={DAY: pl.Date, MODEL_VERSION: pl.String, "n": pl.Int64})
+    return pl.DataFrame(rows).sort([DAY, MODEL_VERSION])
 
 
 @dataclass(frozen=True)
@@ -93,7 +86,7 @@ class PerformanceSignal:
 def performance_signal(series: pl.DataFrame, *, metric: str, baseline: float, champion_version: str,
                        max_drop: float, window_days: int = 3) -> PerformanceSignal:
     """Compare the champion's recent daily metric with its holdout baseline."""
-    mine = series.filter(pl.col("model_version") == champion_version)
+    mine = series.filter(pl.col(MODEL_VERSION) == champion_version)
     if metric in mine.columns:
         mine = mine.filter(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
     if metric not in mine.columns or mine.height == 0:

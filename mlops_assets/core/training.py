@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
 from mlops_assets.core.features import SPLIT_COLUMN, FeatureEncoder, data_hash, encode_target
+from mlops_assets.core.predictions import MONITORED_COLUMN, monitored_from_scores
 from mlops_assets.core.trainers.base import TrainedModel, TrainingDataError
+from mlops_assets.core.trainers.registry import (
+    Progress,
+    Trainer,
+    TrainingArrays,
+    get_trainer,
+    parity_tolerance,
+)
 from mlops_assets.spec import PipelineSpec
-
-PREDICTION_COLUMN = "__prediction"
 
 
 @dataclass
@@ -24,8 +29,6 @@ class TrainingOutcome:
     holdout: pl.DataFrame                 # holdout rows, untouched by training and selection
     data_version: str                     # content hash of the training frame
     parity_max_abs_diff: float
-    reference_profile: dict
-    reference_sample: pl.DataFrame
     search: object | None = None          # core.search.SearchResult when the spec searches
 
 
@@ -51,73 +54,72 @@ def class_labels(frame: pl.DataFrame, spec: PipelineSpec) -> list | None:
     return sorted(frame[spec.target].cast(pl.String).unique().drop_nulls().to_list())
 
 
-def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: str | None = None) -> TrainingOutcome:
+def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: str | None = None,
+                     progress: Progress | None = None) -> TrainingOutcome:
+    """Split, encode, train (or search), export, parity-check and profile: one candidate bundle."""
     from mlops_assets.core.drift import build_profile
     from mlops_assets.core.scoring import check_parity, smoke_test
 
+    trainer = get_trainer(spec.model.trainer)
     classes = class_labels(frame, spec)
     parts = {name: frame.filter(pl.col(SPLIT_COLUMN) == name) for name in ("train", "valid", "holdout")}
     if parts["train"].height == 0:
         raise TrainingDataError("the split left no training rows")
+    if parts["holdout"].height == 0:
+        raise TrainingDataError("the split left no holdout rows; the gate needs some")
     encoder = FeatureEncoder.fit(parts["train"], spec)
     X = {k: encoder.transform(v) for k, v in parts.items()}
     y = {k: encode_target(v[spec.target], spec, classes) for k, v in parts.items()}
+    data = TrainingArrays(
+        X_train=X["train"], y_train=y["train"], X_valid=X["valid"], y_valid=y["valid"],
+        feature_names=spec.feature_names, num_class=len(classes) if classes else None, task=spec.task,
+        target=spec.target, seed=spec.model.seed,
+        categorical_cardinality={i: len(encoder.categories[name]) for i, name in enumerate(encoder.feature_names)
+                                 if encoder.kinds[name] == "categorical"},
+    )
+    model, search = _train(spec, trainer, data, X, y, checkpoint_dir, progress)
 
-    model, search = _train(spec, X, y, classes, encoder, checkpoint_dir)
-
-    if parts["holdout"].height == 0:
-        raise TrainingDataError("the split left no holdout rows; the gate needs some")
+    smoke_test(model.onnx_bytes, len(model.feature_names))
     bundle = ModelBundle(
         onnx_bytes=model.onnx_bytes,
         encoder=encoder,
         meta={
             "task": spec.task, "classes": classes, "threshold": spec.model.decision_threshold,
             "trainer": model.trainer, "feature_names": model.feature_names, "spec_hash": spec.spec_hash,
+            "feature_importance": model.feature_importance,
         },
         native_bytes=model.native_bytes,
         native_format=model.native_format,
     )
-    smoke_test(model.onnx_bytes, len(model.feature_names))
-    native = model.predict(X["holdout"])
-    parity = check_parity(native, bundle.scorer.predict(X["holdout"]), spec.parity_tolerance)
+    tolerance = parity_tolerance(spec.model.trainer, spec.gate.onnx_parity_tolerance)
+    parity = check_parity(model.predict(X["holdout"]), bundle.scorer.predict(X["holdout"]), tolerance)
 
-    train_scores = bundle.scorer.predict(X["train"])
+    # The drift reference: training rows with the model's own monitored value beside them.
     profiled = parts["train"].select(spec.feature_names).with_columns(
-        _prediction_series(spec.task, train_scores, classes)
+        pl.Series(MONITORED_COLUMN, monitored_from_scores(spec.task, bundle.scorer.predict(X["train"])))
     )
-    profile = build_profile(profiled, dict(spec.feature_types), prediction_column=PREDICTION_COLUMN,
-                            psi_bins=spec.drift.psi_bins)
+    bundle.reference_profile = build_profile(
+        profiled, dict(spec.feature_types), prediction_column=MONITORED_COLUMN, psi_bins=spec.drift.psi_bins
+    ).to_dict()
     sample_n = min(parts["train"].height, spec.drift.evidently_sample_rows)
-    sample = parts["train"].select(spec.feature_names).sample(n=sample_n, seed=spec.model.seed)
+    bundle.reference_sample = parts["train"].select(spec.feature_names).sample(n=sample_n, seed=spec.model.seed)
     return TrainingOutcome(
         model=model, bundle=bundle, train_rows=parts["train"].height, valid_rows=parts["valid"].height,
         holdout=parts["holdout"], data_version=data_hash(frame.drop(SPLIT_COLUMN)),
-        parity_max_abs_diff=parity.max_abs_diff, reference_profile=profile.to_dict(),
-        reference_sample=sample, search=search,
+        parity_max_abs_diff=parity.max_abs_diff, search=search,
     )
 
 
-def prediction_for_drift(task: str, scores: np.ndarray) -> np.ndarray:
-    """The one number per row whose distribution we monitor: P(class 1) for binary,
-    the top-class probability (confidence) for multiclass, the prediction for regression."""
-    if task == "multiclass":
-        return scores.max(axis=1).astype(np.float64)
-    return scores.astype(np.float64)
-
-
-def _prediction_series(task: str, scores: np.ndarray, classes: list | None) -> pl.Series:
-    return pl.Series(PREDICTION_COLUMN, prediction_for_drift(task, scores))
-
-
-def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None, encoder: FeatureEncoder,
-           checkpoint_dir: str | None = None):
+def _train(spec: PipelineSpec, trainer: Trainer, data: TrainingArrays, X: dict, y: dict,
+           checkpoint_dir: str | None, progress: Progress | None):
     """Train once, or run the spec's search and keep the best trial (on validation data)."""
-    num_class = len(classes) if classes else None
-    base = spec.model.lightgbm if spec.model.trainer == "lightgbm" else spec.model.mlp
+    base = trainer.settings(spec.model)
 
     def fit(overrides: dict):
-        config = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
-        return _fit_one(spec, config, X, y, num_class, encoder, checkpoint_dir if not overrides else None)
+        settings = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
+        # Search trials are cheap and many: no checkpoints and no per-iteration progress for them.
+        return trainer.fit(data, settings, checkpoint_dir=None if overrides else checkpoint_dir,
+                           progress=None if overrides else progress)
 
     if spec.model.search is None:
         return fit({}), None
@@ -135,31 +137,3 @@ def _train(spec: PipelineSpec, X: dict, y: dict, classes: list | None, encoder: 
     result = run_search(spec.model.search, seed=spec.model.seed, train=fit, score=score, metric=metric,
                         higher_is_better=HIGHER_IS_BETTER.get(metric, True))
     return result.best.model, result
-
-
-def _fit_one(spec: PipelineSpec, config, X: dict, y: dict, num_class: int | None, encoder: FeatureEncoder,
-             checkpoint_dir: str | None) -> TrainedModel:
-    if spec.model.trainer == "lightgbm":
-        from mlops_assets.core.trainers.lightgbm_trainer import train_lightgbm
-
-        return train_lightgbm(
-            X["train"], y["train"], X["valid"], y["valid"],
-            task=spec.task, feature_names=spec.feature_names, config=config,
-            seed=spec.model.seed, target_name=spec.target, num_class=num_class,
-        )
-    if spec.model.trainer == "mlp":
-        from mlops_assets.core.trainers.mlp_trainer import MLPConfig, train_mlp
-
-        fields = config.model_dump()
-        fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
-        categorical = {
-            i: len(encoder.categories[name])
-            for i, name in enumerate(encoder.feature_names) if encoder.kinds[name] == "categorical"
-        }
-        return train_mlp(
-            X["train"], y["train"], X["valid"], y["valid"],
-            task=spec.task, feature_names=spec.feature_names, categorical=categorical,
-            config=MLPConfig(**fields), seed=spec.model.seed, target_name=spec.target,
-            num_class=num_class, checkpoint_dir=checkpoint_dir,
-        )
-    raise TrainingDataError(f"model.trainer: unknown trainer '{spec.model.trainer}'")

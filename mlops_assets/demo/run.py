@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_assets.demo import demo_spec
     from mlops_assets.demo.data import write_day
     from mlops_assets.demo.summary import print_summary
-    from mlops_assets.stages.common import Names
+    from mlops_assets.pipeline import Pipeline
 
     spec = demo_spec(root)
-    names = Names(spec)
+    names = Pipeline(spec)
     defs = build_mlops_defs(spec)
     landing = Path(spec.source.path)
     say = _printer(started)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.stages.common import STAGES, Names
+from mlops_assets.pipeline import LIFECYCLE, Pipeline
 
 
 def _md(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
@@ -17,13 +17,13 @@ def _md(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 
 def print_summary(spec, instance: dg.DagsterInstance, defs: dg.Definitions, root: Path, seconds: float) -> None:
-    names = Names(spec)
-    registry = defs.resources[names.registry]
+    names = Pipeline(spec)
+    registry = defs.resources[names.registry_key]
     print("\n=== mlops-assets demo summary ===")
     counts = {}
-    for stage in STAGES:
+    for stage in LIFECYCLE:
         found = instance.fetch_materializations(names.key(stage), limit=1000)
-        counts[stage] = len(found.records)
+        counts[stage.value] = len(found.records)
     print("materializations: " + ", ".join(f"{s}={n}" for s, n in counts.items()))
     print(f"model '{names.model_name}' versions:")
     for v in registry.list_versions(names.model_name):

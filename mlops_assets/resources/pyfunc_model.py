@@ -1,12 +1,15 @@
-"""The MLflow pyfunc wrapper, so `mlflow models serve -m models:/<name>@champion` works.
+"""The MLflow pyfunc model, logged as models-from-code: `mlflow models serve -m models:/<name>@champion`.
 
-It scores raw feature frames through the same ONNX bundle the batch job uses, so what
-is served is exactly what passed the parity gate.
+MLflow runs this file to build the model (no cloudpickle: a tampered pickle in the artifact
+store cannot run code on `load_model`). It scores raw feature frames through the same ONNX
+bundle the batch job uses, so what is served is exactly what passed the parity gate.
 """
 
 from __future__ import annotations
 
+import mlflow.models
 import mlflow.pyfunc
+import pandas as pd
 
 
 class OnnxBundleModel(mlflow.pyfunc.PythonModel):
@@ -15,8 +18,11 @@ class OnnxBundleModel(mlflow.pyfunc.PythonModel):
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         import polars as pl
 
-        frame = pl.from_pandas(model_input) if not isinstance(model_input, pl.DataFrame) else model_input
+        frame = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
         return self.bundle.score_frame(frame).to_pandas()
+
+
+mlflow.models.set_model(OnnxBundleModel())

@@ -1,16 +1,22 @@
-"""MLflow behind our own resource: tracking runs, model versions, aliases and tags.
+"""MLflow behind our own resource: the only code in the package that speaks MLflow.
 
-Only aliases (`champion`, `challenger`) are used, never the deprecated stages. mlflow is
-imported inside methods: it costs about a second and definitions must load fast.
+Stages call intents (log a candidate, record an evaluation, promote, load a bundle, links);
+how MLflow stores them is this module's business. Only aliases (`champion`, `challenger`)
+are used, never the deprecated stages. "No champion" is established positively (the
+registered model or its alias does not exist), never inferred from an error: any other
+failure is retried, then raised, so a flaky tracking server fails a run instead of turning
+an evaluation into a bootstrap. mlflow is imported inside methods (it costs about a second).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import json
 import os
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,20 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.core.bundle import ModelBundle
+from mlops_assets.redaction import redact_uri
+from mlops_assets.resources.bundle_cache import BundleCache, manifest_digest
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+MANIFEST_TAG = "bundle_manifest"
+DIGEST_TAG = "bundle_sha256"
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST"}
 _MLFLOW_LOCK = threading.Lock()  # mlflow's fluent API keeps the tracking URI in a global
+
+
+class RegistryError(RuntimeError):
+    """The model registry could not answer; the message names the operation and the cause."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,16 @@ class VersionInfo:
     source: str | None = None
 
 
+@dataclass(frozen=True)
+class CandidateRef:
+    """What training hands to evaluation along the asset edge: one logged model version."""
+
+    model_name: str
+    version: str
+    run_id: str
+    experiment_id: str
+
+
 class MLflowRegistry(dg.ConfigurableResource):
     """MLflow tracking + model registry. Embedded default: a sqlite file and local artifacts."""
 
@@ -42,6 +69,11 @@ class MLflowRegistry(dg.ConfigurableResource):
         None, description="Artifact root for experiments this resource creates (path or s3://)."
     )
     ui_url: str | None = Field(None, description="Base URL of the MLflow UI, for links in metadata.")
+    cache_dir: str | None = Field(
+        None, description="Where verified bundles are cached. Unset: a private folder in the temp dir."
+    )
+    attempts: int = Field(3, ge=1, description="Tries per registry read before the run fails.")
+    retry_delay_s: float = Field(1.0, ge=0)
 
     # -- plumbing ----------------------------------------------------------------------------
     def client(self):
@@ -64,9 +96,145 @@ class MLflowRegistry(dg.ConfigurableResource):
                 mlflow.set_tracking_uri(old_t)
                 mlflow.set_registry_uri(old_r)
 
+    def _call(self, what: str, fn: Callable[[], Any], *, not_found: Any = ...) -> Any:
+        """Run a registry call with retries. `not_found` (when given) is returned for
+        RESOURCE_DOES_NOT_EXIST; every other error is retried, then raised as RegistryError."""
+        from mlflow.exceptions import MlflowException
+
+        last: Exception | None = None
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except MlflowException as exc:
+                if exc.error_code in _NOT_FOUND and not_found is not ...:
+                    return not_found
+                last = exc
+            except Exception as exc:  # connection errors surface as many types
+                last = exc
+            if attempt + 1 < self.attempts:
+                time.sleep(self.retry_delay_s * (2**attempt))
+        raise RegistryError(
+            f"MLflow registry at {redact_uri(self.tracking_uri)}: {what} failed after {self.attempts} "
+            f"attempts: {type(last).__name__}: {str(last)[:300]}"
+        ) from last
+
+    def _cache(self) -> BundleCache:
+        root = self.cache_dir or os.path.join(tempfile.gettempdir(), f"mlops-assets-{os.getuid()}", "bundles")
+        return BundleCache(root)
+
+    # -- links -------------------------------------------------------------------------------
+    def _ui(self) -> str:
+        if self.ui_url:
+            return redact_uri(self.ui_url).rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return redact_uri(self.tracking_uri).rstrip("/")
+        return "http://127.0.0.1:5000"
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self._ui()}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_url(self, model_name: str, version: str) -> str:
+        return f"{self._ui()}/#/models/{model_name}/versions/{version}"
+
+    def experiment_of(self, run_id: str) -> str:
+        return self._call(f"get run {run_id}", lambda: self.client().get_run(run_id).info.experiment_id)
+
+    # -- reading versions and aliases --------------------------------------------------------
+    def version_by_alias(self, model_name: str, alias: str) -> VersionInfo | None:
+        """The version an alias points at; None only when the model or the alias does not exist."""
+        model = self._call(f"get model '{model_name}'", lambda: self.client().get_registered_model(model_name),
+                           not_found=None)
+        if model is None or alias not in (model.aliases or {}):
+            return None
+        return self.get_version(model_name, str(model.aliases[alias]))
+
+    def champion(self, model_name: str) -> VersionInfo | None:
+        return self.version_by_alias(model_name, CHAMPION)
+
+    def get_version(self, model_name: str, version: str) -> VersionInfo:
+        mv = self._call(f"get version {model_name}/{version}",
+                        lambda: self.client().get_model_version(model_name, str(version)))
+        return _info(mv)
+
+    def list_versions(self, model_name: str) -> list[VersionInfo]:
+        client = self.client()
+        model = self._call(f"get model '{model_name}'", lambda: client.get_registered_model(model_name),
+                           not_found=None)
+        if model is None:
+            return []
+        found = self._call(f"search versions of '{model_name}'",
+                           lambda: client.search_model_versions(f"name='{model_name}'"))
+        alias_map = model.aliases or {}   # search results leave `aliases` empty
+        infos = []
+        for v in found:
+            info = _info(v)
+            aliases = sorted(a for a, ver in alias_map.items() if str(ver) == info.version)
+            infos.append(VersionInfo(info.name, info.version, info.run_id, info.tags, aliases, info.source))
+        return sorted(infos, key=lambda v: int(v.version))
+
+    # -- writing -----------------------------------------------------------------------------
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self._call(f"set alias {alias}", lambda: self.client().set_registered_model_alias(model_name, alias,
+                                                                                           str(version)))
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        self._call(f"delete alias {alias}",
+                   lambda: self.client().delete_registered_model_alias(model_name, alias), not_found=None)
+
+    def set_tags(self, model_name: str, version: str, tags: dict[str, Any]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            self._call(f"tag {model_name}/{version}",
+                       lambda k=key, v=value: client.set_model_version_tag(model_name, str(version), k, str(v)))
+
+    def set_run_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            self._call(f"tag run {run_id}", lambda k=key, v=value: client.set_tag(run_id, k, str(v)))
+
+    def log_candidate(self, model_name: str, bundle_dir: Path, **run) -> CandidateRef:
+        """One MLflow run (params, metrics, dataset, trials, the pyfunc model) -> a new version
+        tagged with its bundle's file hashes. See `mlflow_runs.log_candidate_run` for `run`."""
+        from mlops_assets.resources.mlflow_runs import log_candidate_run
+
+        experiment_id = self.ensure_experiment(model_name)
+        with self.activated() as mlflow:
+            ref = log_candidate_run(mlflow, model_name=model_name, experiment_id=experiment_id,
+                                    bundle_dir=bundle_dir, **run)
+        return ref
+
+    def record_evaluation(self, ref: CandidateRef, *, metrics: dict[str, float], report: dict,
+                          artifacts: list[tuple[str, Path]], tags: dict[str, str]) -> None:
+        """The gate's verdict on the version and its run, with the report and plots on the run."""
+        import math
+
+        client = self.client()
+        for name, value in metrics.items():
+            if not math.isnan(value):
+                self._call("log metric", lambda n=name, v=value: client.log_metric(ref.run_id, n, v))
+        self._call("log report", lambda: client.log_dict(ref.run_id, report, "evaluation/report.json"))
+        for folder, path in artifacts:
+            self._call("log artifact", lambda f=folder, p=path: client.log_artifact(ref.run_id, str(p), f))
+        self.set_tags(ref.model_name, ref.version, tags)
+        self.set_run_tags(ref.run_id, tags)
+
+    def promote(self, model_name: str, version: str, *, tags: dict[str, str]) -> str | None:
+        """Move `champion` to `version`; returns the previous champion (None for the first).
+        A version that already is the champion is left as it is."""
+        previous = self.champion(model_name)
+        before = previous.version if previous is not None else None
+        if before == str(version):
+            return before
+        self.set_tags(model_name, version, {**tags, **({"previous_champion": before} if before else {})})
+        self.set_alias(model_name, CHAMPION, version)
+        challenger = self.version_by_alias(model_name, CHALLENGER)
+        if challenger is not None and challenger.version == str(version):
+            self.delete_alias(model_name, CHALLENGER)
+        return before
+
     def ensure_experiment(self, name: str) -> str:
         client = self.client()
-        exp = client.get_experiment_by_name(name)
+        exp = self._call(f"get experiment '{name}'", lambda: client.get_experiment_by_name(name))
         if exp is not None:
             return exp.experiment_id
         location = None
@@ -76,74 +244,41 @@ class MLflowRegistry(dg.ConfigurableResource):
                 Path(location).mkdir(parents=True, exist_ok=True)
                 location = Path(location).resolve().as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            # The model-training view (not MLflow's GenAI default) for this experiment.
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # created concurrently by another run
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
 
-    def run_url(self, experiment_id: str, run_id: str) -> str:
-        base = self.ui_url or "http://127.0.0.1:5000"
-        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    # -- bundles -----------------------------------------------------------------------------
+    def bundle_dir(self, model_name: str, version: str) -> Path:
+        """A local, verified copy of the version's bundle (cached, checked on every read)."""
+        from mlops_assets.core.bundle import BundleIntegrityError
 
-    # -- versions and aliases ----------------------------------------------------------------
-    def version_by_alias(self, model_name: str, alias: str) -> VersionInfo | None:
-        from mlflow.exceptions import MlflowException
+        info = self.get_version(model_name, version)
+        raw = info.tags.get(MANIFEST_TAG)
+        if not raw or not info.run_id:
+            raise BundleIntegrityError(
+                f"{model_name} v{version} has no recorded bundle hashes: its registration did not finish, "
+                "so its files cannot be trusted"
+            )
+        manifest = json.loads(raw)
+        if manifest_digest(manifest) != info.tags.get(DIGEST_TAG):
+            raise BundleIntegrityError(f"{model_name} v{version}: the recorded bundle manifest was altered")
 
-        try:
-            mv = self.client().get_model_version_by_alias(model_name, alias)
-        except MlflowException:
-            return None
-        return _info(mv)
+        def download(tmp: Path) -> Path:
+            with self.activated() as mlflow:
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                    dst_path=str(tmp))
+            return tmp / "artifacts" / "bundle"
 
-    def get_version(self, model_name: str, version: str) -> VersionInfo:
-        return _info(self.client().get_model_version(model_name, str(version)))
+        return self._cache().get(model_name, info.run_id, manifest, download, what=f"{model_name} v{version} bundle")
 
-    def list_versions(self, model_name: str) -> list[VersionInfo]:
-        from mlflow.exceptions import MlflowException
-
-        client = self.client()
-        try:
-            found = client.search_model_versions(f"name='{model_name}'")
-            # search results leave `aliases` empty; the registered model has the map.
-            alias_map = client.get_registered_model(model_name).aliases or {}
-        except MlflowException:
-            return []
-        infos = []
-        for v in found:
-            info = _info(v)
-            aliases = sorted(a for a, ver in alias_map.items() if str(ver) == info.version)
-            infos.append(VersionInfo(info.name, info.version, info.run_id, info.tags, aliases, info.source))
-        return sorted(infos, key=lambda v: int(v.version))
-
-    def set_alias(self, model_name: str, alias: str, version: str) -> None:
-        self.client().set_registered_model_alias(model_name, alias, str(version))
-
-    def set_tags(self, model_name: str, version: str, tags: dict[str, Any]) -> None:
-        client = self.client()
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, str(version), key, str(value))
-
-    def download_bundle(self, model_name: str, version: str, cache_dir: str | None = None) -> Path:
-        """Local directory holding the version's bundle files (cached per version)."""
-        root = Path(cache_dir or os.path.join(tempfile.gettempdir(), "mlops-assets-bundles"))
-        target = root / _safe(self.tracking_uri) / model_name / str(version)
-        marker = target / ".complete"
-        if marker.exists():
-            return target / "artifacts" / "bundle"
-        with self.activated() as mlflow:
-            tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=_mkdir(root)))
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(tmp))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not marker.exists():
-            if target.exists():
-                import shutil
-
-                shutil.rmtree(target)
-            tmp.rename(target)
-            marker.touch()
-        return target / "artifacts" / "bundle"
+    def load_bundle(self, model_name: str, version: str) -> ModelBundle:
+        return ModelBundle.load(self.bundle_dir(model_name, version))
 
 
 def _info(mv) -> VersionInfo:
@@ -151,68 +286,3 @@ def _info(mv) -> VersionInfo:
         name=mv.name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags or {}),
         aliases=list(getattr(mv, "aliases", []) or []), source=mv.source,
     )
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text)[-80:]
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def log_and_register(
-    registry: MLflowRegistry,
-    *,
-    model_name: str,
-    bundle_dir: Path,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    dataset: Any | None = None,
-    extra_artifacts: list[Path] | None = None,
-    input_example: Any | None = None,
-    trials: list[dict] | None = None,
-) -> tuple[str, str, str]:
-    """One MLflow run: params, metrics, dataset input, pyfunc model -> new version.
-
-    Returns (experiment_id, run_id, version). The version starts as a candidate; aliases
-    and approval tags are set by the gate, never here.
-    """
-    from mlops_assets.resources.pyfunc_model import OnnxBundleModel
-
-    experiment_id = registry.ensure_experiment(model_name)
-    with registry.activated() as mlflow, mlflow.start_run(
-        experiment_id=experiment_id, run_name=tags.get("dagster_run_id", "")[:8], tags=tags
-    ) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))})
-        if dataset is not None:
-            mlflow.log_input(dataset, context="training")
-        for trial in trials or []:
-            # One nested run per search trial, scored on the validation split.
-            # experiment_id is explicit: without it a nested run lands in the Default experiment.
-            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial['index']}",
-                                  nested=True):
-                mlflow.log_params({k: str(v) for k, v in trial["params"].items()})
-                mlflow.log_metrics({f"valid_{trial['metric']}": trial["score"], "seconds": trial["seconds"]})
-                mlflow.set_tag("best", str(trial["best"]).lower())
-        for path in extra_artifacts or []:
-            mlflow.log_artifact(str(path))
-        signature = None
-        if input_example is not None:
-            from mlflow.models import infer_signature
-
-            signature = infer_signature(input_example)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=OnnxBundleModel(),
-            artifacts={"bundle": str(bundle_dir)},
-            registered_model_name=model_name,
-            pip_requirements=["mlops-assets", "onnxruntime", "polars", "pandas"],
-            signature=signature,
-        )
-        version = str(info.registered_model_version)
-    registry.set_tags(model_name, version, tags)
-    return experiment_id, run.info.run_id, version

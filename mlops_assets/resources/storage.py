@@ -11,9 +11,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +20,17 @@ import polars as pl
 from pydantic import Field
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class StorageError(RuntimeError):
-    pass
+    """An artifact that cannot be written or read; the message names its URI."""
 
 
 class ArtifactStore(dg.ConfigurableResource):
@@ -42,7 +49,10 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.base_uri.startswith("s3://")
 
     def uri(self, rel: str) -> str:
+        """The absolute location of `rel`; a path that would leave the store is refused."""
         rel = rel.lstrip("/")
+        if any(part in ("..", "") for part in rel.split("/")) and rel:
+            raise StorageError(f"artifact path {rel!r} is refused: no empty or '..' components")
         if self.is_s3:
             return f"{self.base_uri.rstrip('/')}/{rel}"
         return str(Path(self.base_uri).resolve() / rel)
@@ -75,6 +85,8 @@ class ArtifactStore(dg.ConfigurableResource):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            # mkstemp creates 0600; artifacts are meant to be read by the team (umask decides).
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -131,14 +143,6 @@ class ArtifactStore(dg.ConfigurableResource):
             str(p.relative_to(base)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
         )
 
-    def delete(self, rel: str) -> None:
-        if self.is_s3:
-            bucket, key = self._bucket_key(rel)
-            self._call_s3(lambda c: c.delete_object(Bucket=bucket, Key=key), rel)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.uri(rel))
-
     def _call_s3(self, fn, rel: str):
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
@@ -173,17 +177,3 @@ class ArtifactStore(dg.ConfigurableResource):
 
     def write_file(self, rel: str, local_path: str | os.PathLike[str]) -> str:
         return self.write_bytes(rel, Path(local_path).read_bytes())
-
-    @contextlib.contextmanager
-    def local_copy(self, rel: str) -> Iterator[Path]:
-        """A local path for readers that need one (e.g. a streaming parquet scan)."""
-        if not self.is_s3:
-            yield Path(self.uri(rel))
-            return
-        tmpdir = tempfile.mkdtemp(prefix="mlops-")
-        try:
-            path = Path(tmpdir) / Path(rel).name
-            path.write_bytes(self.read_bytes(rel))
-            yield path
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)

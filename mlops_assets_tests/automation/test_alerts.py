@@ -11,8 +11,8 @@ import pytest
 
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
+from mlops_assets.pipeline import Pipeline
 from mlops_assets.resources.notifier import Notifier
-from mlops_assets.stages.common import Names
 
 SECRET = "T000-SECRET-TOKEN-42"
 
@@ -79,8 +79,8 @@ def test_webhook_down_never_raises_and_never_logs_the_secret(caplog):
 def test_secret_comes_from_env_var_and_stays_out_of_logs(webhook, monkeypatch, caplog, spec):
     monkeypatch.setenv("MLOPS_WEBHOOK_URL", webhook["url"])
     defs = build_mlops_defs(spec)
-    names = Names(spec)
-    notifier = defs.resources[names.notifier]
+    names = Pipeline(spec)
+    notifier = defs.resources[names.notifier_key]
     assert notifier.backend == "webhook"
     sensor = defs.get_sensor_def(names.sensor("run_failure"))
     caplog.set_level(logging.DEBUG)
@@ -106,14 +106,14 @@ def test_secret_comes_from_env_var_and_stays_out_of_logs(webhook, monkeypatch, c
 
 def test_unreadable_file_is_quarantined_and_does_not_block_the_next(spec):
     defs = build_mlops_defs(spec)
-    names = Names(spec)
+    names = Pipeline(spec)
     landing = spec.source.path
     good = write_day(landing, dt.date(2026, 1, 2), n_rows=300)
     bad = good.with_name("loans_2026-01-01.parquet")
     bad.write_bytes(b"PAR1 this is not parquet")
     job = defs.resolve_job_def(names.job("ingest"))
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(names.partitions, [bad.name, good.name])
+        instance.add_dynamic_partitions(names.partitions_name, [bad.name, good.name])
         failed = job.execute_in_process(instance=instance, partition_key=bad.name, raise_on_error=False,
                                         asset_selection=[names.key("raw_data")])
         assert not failed.success
@@ -122,7 +122,7 @@ def test_unreadable_file_is_quarantined_and_does_not_block_the_next(spec):
         moved = bad.parent / "_quarantine" / bad.name
         assert moved.exists() and not bad.exists()
         assert "unreadable" in (moved.parent / (bad.name + ".reason.txt")).read_text()
-        record = defs.resources[names.storage].read_json(f"{spec.name}/quarantine/{bad.name}.json")
+        record = defs.resources[names.storage_key].read_json(f"{spec.name}/quarantine/{bad.name}.json")
         assert record["moved_to"] == str(moved)
         ok = job.execute_in_process(instance=instance, partition_key=good.name,
                                     asset_selection=[names.key("raw_data"), names.key("validated_features")])

@@ -6,7 +6,7 @@ real-server behaviour is covered in mlops_assets_tests/services/test_s3_lifecycl
 
 import datetime as dt
 
-from mlops_assets.automation.s3_listing import dump_s3_cursor, parse_s3_cursor, scan_s3_arrivals
+from mlops_assets.sources.s3 import dump_s3_cursor, parse_s3_cursor, scan_s3_arrivals
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

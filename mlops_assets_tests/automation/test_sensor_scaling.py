@@ -13,9 +13,9 @@ import time
 
 import dagster as dg
 
-from mlops_assets.core import arrivals
 from mlops_assets.definitions import build_mlops_defs
-from mlops_assets.stages.common import Names
+from mlops_assets.pipeline import Pipeline
+from mlops_assets.sources import local as arrivals
 
 N_NEW = 5
 
@@ -45,7 +45,7 @@ class _CountingEntry:
 
 
 class _CountingOs:
-    """Stands in for the `os` module inside core.arrivals only; counts the scan's calls."""
+    """Stands in for the `os` module inside sources.local only; counts the scan's calls."""
 
     def __init__(self, counts):
         self._counts = counts
@@ -93,7 +93,7 @@ def _tick_with_history(tmp_path, monkeypatch, n_old):
     from mlops_assets_tests.conftest import small_spec
 
     spec = small_spec(tmp_path / f"h{n_old}")
-    names = Names(spec)
+    names = Pipeline(spec)
     defs = build_mlops_defs(spec)
     sensor_name = names.sensor("new_data")
     sensor = defs.get_sensor_def(sensor_name)
@@ -107,7 +107,7 @@ def _tick_with_history(tmp_path, monkeypatch, n_old):
         old = _write(landing, 0, n_old)
         previous = tick(None)
         assert len(previous.run_requests) == n_old
-        instance.add_dynamic_partitions(names.partitions, old)
+        instance.add_dynamic_partitions(names.partitions_name, old)
         # Old files on the (inclusive) watermark are looked at again: with fine-grained
         # file timestamps that is the newest one; with coarse ones, those sharing its tick.
         mark = arrivals.ArrivalCursor.parse(previous.cursor).watermark_ns

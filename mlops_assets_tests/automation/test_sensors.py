@@ -5,17 +5,17 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from mlops_assets.automation.sensors import retrain_run_key
+from mlops_assets.automation.retrain import retrain_run_key
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
-from mlops_assets.stages.common import Names
+from mlops_assets.pipeline import Pipeline
 
 
 @pytest.fixture
 def setup(spec):
     defs = build_mlops_defs(spec)
     with dg.instance_for_test() as instance:
-        yield spec, Names(spec), defs, instance
+        yield spec, Pipeline(spec), defs, instance
 
 
 def _tick(defs, instance, name, cursor=None):
@@ -47,7 +47,7 @@ def test_new_data_sensor_never_requests_a_partition_twice(setup):
     spec, names, defs, instance = setup
     write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=300)
     first = _tick(defs, instance, names.sensor("new_data"))
-    instance.add_dynamic_partitions(names.partitions, first.dynamic_partitions_requests[0].partition_keys)
+    instance.add_dynamic_partitions(names.partitions_name, first.dynamic_partitions_requests[0].partition_keys)
     # Same cursor again (e.g. the tick's cursor update was lost): still no duplicate.
     again = _tick(defs, instance, names.sensor("new_data"), cursor=None)
     assert not again.run_requests
@@ -82,7 +82,7 @@ def _drift_event(names, partition, signal, data_version):
 
 def test_drift_sensor_fires_once_per_data_version(setup):
     spec, names, defs, instance = setup
-    instance.add_dynamic_partitions(names.partitions, ["p1", "p2"])
+    instance.add_dynamic_partitions(names.partitions_name, ["p1", "p2"])
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))   # recomputed report
     instance.report_runless_asset_event(_drift_event(names, "p2", False, "dv-2"))
@@ -111,7 +111,7 @@ def _launch_retrain_run(instance, names, run_key, sensor_name):
 def test_retrain_sensor_loop_protection_cooldown_and_budget(setup):
     spec, names, defs, instance = setup
     sensor = names.sensor("retrain")
-    instance.add_dynamic_partitions(names.partitions, ["p1", "p2", "p3"])
+    instance.add_dynamic_partitions(names.partitions_name, ["p1", "p2", "p3"])
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-1"))
     first = _tick(defs, instance, sensor)
     key = retrain_run_key("drift", "dv-1")
@@ -137,10 +137,10 @@ def test_retrain_budget_blocks_past_the_limit(spec):
     data = spec.model_dump(mode="json")
     data["automation"].update(retrain_cooldown_minutes=0, retrain_budget=2)
     tight = PipelineSpec.from_dict(data)
-    names, defs = Names(tight), build_mlops_defs(tight)
+    names, defs = Pipeline(tight), build_mlops_defs(tight)
     sensor = names.sensor("retrain")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(names.partitions, ["p1", "p2", "p3"])
+        instance.add_dynamic_partitions(names.partitions_name, ["p1", "p2", "p3"])
         cursor = None
         for i in range(3):
             instance.report_runless_asset_event(_drift_event(names, f"p{i + 1}", True, f"dv-{i}"))
@@ -155,7 +155,7 @@ def test_retrain_budget_blocks_past_the_limit(spec):
 
 def test_several_pending_signals_start_one_retrain(setup):
     spec, names, defs, instance = setup
-    instance.add_dynamic_partitions(names.partitions, ["p1", "p2"])
+    instance.add_dynamic_partitions(names.partitions_name, ["p1", "p2"])
     instance.report_runless_asset_event(_drift_event(names, "p1", True, "dv-a"))
     instance.report_runless_asset_event(_drift_event(names, "p2", True, "dv-b"))
     result = _tick(defs, instance, names.sensor("retrain"))
@@ -173,7 +173,7 @@ def test_declarative_option_attaches_automation_conditions(spec):
     data["automation"]["declarative"] = True
     declarative = PipelineSpec.from_dict(data)
     graph = build_mlops_defs(declarative).resolve_asset_graph()
-    names = Names(declarative)
+    names = Pipeline(declarative)
     eager = {s for s in ("raw_data", "validated_features", "trained_model", "batch_predictions", "drift_report")
              if graph.get(names.key(s)).automation_condition is not None}
     assert eager == {"validated_features", "batch_predictions", "drift_report"}

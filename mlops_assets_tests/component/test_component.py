@@ -20,8 +20,8 @@ from dagster.components.testing import create_defs_folder_sandbox
 from mlops_assets.component import MLOpsPipelineComponent
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
+from mlops_assets.pipeline import LIFECYCLE as STAGES
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.stages.common import STAGES
 
 PUBLIC_TYPE = "mlops_assets.MLOpsPipelineComponent"
 RESOURCE_ENV = ("MLOPS_STORAGE_URI", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI")

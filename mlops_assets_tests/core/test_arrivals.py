@@ -1,7 +1,7 @@
 import os
 import time
 
-from mlops_assets.core.arrivals import ArrivalCursor, scan_arrivals
+from mlops_assets.sources.local import ArrivalCursor, scan_arrivals
 
 
 def _touch(path, data=b"x", when_ns=None):

@@ -19,7 +19,6 @@ from mlops_assets.core.trainers import TrainingDataError, native_predict
 from mlops_assets.core.trainers.mlp_trainer import (
     CHECKPOINT_FILE,
     MLPConfig,
-    SimulatedKill,
     train_mlp,
 )
 
@@ -186,14 +185,27 @@ def test_same_seed_is_deterministic():
     assert not np.array_equal(first.predict(X), other.predict(X))
 
 
+class KilledAt(RuntimeError):
+    """Stands for the process dying right after an epoch's checkpoint was written."""
+
+
+def _kill_after(epoch: int):
+    def on_epoch(done: int, losses: dict) -> None:
+        assert set(losses) == {"train_loss", "valid_loss"}
+        if done >= epoch:
+            raise KilledAt(f"stopped after epoch {done}")
+
+    return on_epoch
+
+
 def test_checkpoint_resume_continues_a_killed_run(tmp_path):
     import dataclasses
 
     config = dataclasses.replace(FAST, max_epochs=5, early_stopping_patience=10)
     uninterrupted = _train("binary", config)
     ckpt_dir = str(tmp_path / "ckpt")
-    with pytest.raises(SimulatedKill):
-        _train("binary", config, checkpoint_dir=ckpt_dir, _stop_after_epoch=2)
+    with pytest.raises(KilledAt):
+        _train("binary", config, checkpoint_dir=ckpt_dir, on_epoch=_kill_after(2))
     assert os.path.exists(os.path.join(ckpt_dir, CHECKPOINT_FILE))
     assert not [f for f in os.listdir(ckpt_dir) if f.endswith(".tmp")]  # atomic: no temp files
 
@@ -213,15 +225,15 @@ def test_stale_checkpoint_is_ignored(tmp_path):
 
     config = dataclasses.replace(FAST, max_epochs=3)
     ckpt_dir = str(tmp_path)
-    with pytest.raises(SimulatedKill):
-        _train("binary", config, seed=5, checkpoint_dir=ckpt_dir, _stop_after_epoch=1)
+    with pytest.raises(KilledAt):
+        _train("binary", config, seed=5, checkpoint_dir=ckpt_dir, on_epoch=_kill_after(1))
     other_seed = _train("binary", config, seed=6, checkpoint_dir=ckpt_dir)
     assert other_seed.params["checkpoint"] == "stale_ignored"
     assert other_seed.params["resumed_from_epoch"] is None
     assert other_seed.params["epochs_run"] == 3
 
-    with pytest.raises(SimulatedKill):
-        _train("binary", config, checkpoint_dir=ckpt_dir, _stop_after_epoch=1)
+    with pytest.raises(KilledAt):
+        _train("binary", config, checkpoint_dir=ckpt_dir, on_epoch=_kill_after(1))
     wider = dataclasses.replace(config, hidden_sizes=(24,))
     assert _train("binary", wider, checkpoint_dir=ckpt_dir).params["checkpoint"] == "stale_ignored"
 

@@ -8,6 +8,7 @@ from mlops_assets.core.bundle import ModelBundle
 from mlops_assets.core.evaluation import evaluate_candidate
 from mlops_assets.core.features import prepare_features
 from mlops_assets.core.trainers import TrainingDataError, native_predict
+from mlops_assets.core.trainers.registry import parity_tolerance
 from mlops_assets.core.training import assemble_training_frame, train_from_frame
 from mlops_assets.spec import PipelineSpec
 
@@ -131,7 +132,7 @@ def test_mlp_trainer_chosen_in_spec_end_to_end(spec, loans_day1, tmp_path):
     s = _variant(spec, model={**spec.model.model_dump(mode="json"), "trainer": "mlp",
                               "mlp": {"hidden_sizes": [32], "max_epochs": 8, "num_threads": 1}},
                  gate={**spec.gate.model_dump(mode="json"), "min_main_metric": 0.6})
-    assert s.parity_tolerance == 1e-4
+    assert parity_tolerance(s.model.trainer, s.gate.onnx_parity_tolerance) == 1e-4
     out = train_from_frame(_frame(loans_day1, s), s, checkpoint_dir=str(tmp_path / "ckpt"))
     assert out.model.trainer == "mlp" and out.bundle.native_format == "pt"
     assert out.parity_max_abs_diff <= 1e-4

@@ -26,7 +26,8 @@ import yaml
 from dagster._core.scheduler.instigation import InstigatorStatus
 
 from mlops_assets.demo.data import write_day
-from mlops_assets.stages.common import STAGES, Names
+from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets.pipeline import Pipeline
 from mlops_assets_tests.conftest import small_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ class Deployment:
         from mlops_assets.spec import PipelineSpec
 
         self.spec = PipelineSpec.from_yaml(root / "spec.yaml")
-        self.names = Names(self.spec)
+        self.names = Pipeline(self.spec)
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         self.env.pop("MLFLOW_TRACKING_URI", None)

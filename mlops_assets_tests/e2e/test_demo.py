@@ -6,7 +6,7 @@ import sys
 
 import dagster as dg
 
-from mlops_assets.stages.common import STAGES
+from mlops_assets.pipeline import LIFECYCLE as STAGES
 
 
 def test_demo_runs_headless_and_leaves_the_promised_state(tmp_path, monkeypatch):
@@ -27,8 +27,8 @@ def test_demo_runs_headless_and_leaves_the_promised_state(tmp_path, monkeypatch)
     finally:
         instance.dispose()
 
-    from mlops_assets.demo import demo_spec
     from mlops_assets.definitions import default_registry
+    from mlops_assets.demo import demo_spec
 
     champion = default_registry(demo_spec(root)).version_by_alias("demo", "champion")
     assert champion is not None

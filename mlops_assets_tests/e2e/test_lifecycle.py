@@ -13,7 +13,8 @@ import pytest
 from mlops_assets.automation.inline import InlineAutomation
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import generate_loans, write_day
-from mlops_assets.stages.common import STAGES, Names, Paths
+from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets.pipeline import Pipeline
 from mlops_assets_tests.conftest import small_spec
 
 
@@ -26,7 +27,7 @@ def world(tmp_path_factory):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         auto = InlineAutomation(defs, instance)
-        yield spec, Names(spec), defs, instance, auto
+        yield spec, Pipeline(spec), defs, instance, auto
 
 
 def _materialized(instance, key, partition=None):
@@ -35,7 +36,7 @@ def _materialized(instance, key, partition=None):
 
 
 def _registry(defs, names):
-    return defs.resources[names.registry]
+    return defs.resources[names.registry_key]
 
 
 def test_day1_bootstraps_all_seven_assets(world):
@@ -62,7 +63,7 @@ def test_day1_bootstraps_all_seven_assets(world):
     assert "| gender" in ev["slices"].value or "female" in ev["slices"].value
 
     part = "loans_2026-01-01.parquet"
-    preds = defs.resources[names.storage].read_parquet(Paths(spec.name).predictions(part, "1"))
+    preds = defs.resources[names.storage_key].read_parquet(names.layout.predictions(part, "1"))
     assert preds.columns == ["loan_id", "score", "prediction", "model_version", "scored_at"]
     assert preds.height == 5_000 and preds["score"].is_between(0, 1).all()
     drift = _materialized(instance, names.key("drift_report"), part)[0].metadata
@@ -83,7 +84,7 @@ def test_day2_drift_triggers_exactly_one_retrain(world):
     # Prediction drift is measured on the scores the champion served for these rows.
     assert drift["prediction_drifted"].value is True and drift["prediction_drift_score"].value > 0
     assert "| " in drift["drift_table"].value
-    storage = defs.resources[names.storage]
+    storage = defs.resources[names.storage_key]
     scores = [p for p in storage.list(f"{spec.name}/drift_scores") if p.endswith(".parquet")]
     assert len(scores) == 2 and all("/day=" in p for p in scores)    # one file per drift run
 
@@ -112,7 +113,7 @@ def test_batch_schedule_scores_with_the_champion(world):
     tick = auto.tick_schedule(names.schedule("batch_inference"))
     assert len(tick.launched) == 2 and all(r.success for r in tick.launched)
     assert not auto.tick_schedule(names.schedule("batch_inference")).launched
-    for part in instance.get_dynamic_partitions(names.partitions):
+    for part in instance.get_dynamic_partitions(names.partitions_name):
         latest = _materialized(instance, names.key("batch_predictions"), part)[0].metadata
         assert str(latest["model_version"].value) == champion.version
 
@@ -136,17 +137,15 @@ def test_bad_schema_is_blocked_and_nothing_downstream_runs(world):
     assert "column 'income': missing column" in evaluations[0].description
     assert not _materialized(instance, names.key("batch_predictions"), part)
     assert not _materialized(instance, names.key("drift_report"), part)
-    assert not defs.resources[names.storage].exists(Paths(spec.name).features(part))
+    assert not defs.resources[names.storage_key].exists(names.layout.features(part))
     assert registry.version_by_alias(names.model_name, "champion").version == before
 
 
 def test_champion_serves_through_mlflow_pyfunc_like_onnx(world):
     spec, names, defs, instance, auto = world
     registry = _registry(defs, names)
-    from mlops_assets.core.bundle import ModelBundle
-
     champion = registry.version_by_alias(names.model_name, "champion")
-    bundle = ModelBundle.load(registry.download_bundle(names.model_name, champion.version))
+    bundle = registry.load_bundle(names.model_name, champion.version)
     frame = pl.from_pandas(generate_loans(300, day=dt.date(2026, 2, 1), seed=11))
     with registry.activated() as mlflow:
         model = mlflow.pyfunc.load_model(f"models:/{names.model_name}@champion")
@@ -162,7 +161,7 @@ def test_rollback_moves_champion_back_with_reason(world):
     assert registry.version_by_alias(names.model_name, "champion").version == "2"
     result = defs.resolve_job_def(names.job("rollback")).execute_in_process(
         instance=instance,
-        run_config={"ops": {f"{names.pipeline}_rollback_champion": {"config": {"reason": "v2 misprices small loans"}}}},
+        run_config={"ops": {f"{names.name}_rollback_champion": {"config": {"reason": "v2 misprices small loans"}}}},
     )
     assert result.success
     champion = registry.version_by_alias(names.model_name, "champion")

@@ -36,9 +36,9 @@ import yaml
 
 from mlops_assets.automation.inline import InlineAutomation
 from mlops_assets.demo.data import write_day
+from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets.pipeline import TRAINING_POOL, Pipeline
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.stages.common import STAGES, Names
-from mlops_assets.stages.training import TRAINING_POOL
 from mlops_assets_tests.services.conftest import (
     PostgresDatabases,
     PostgresServer,
@@ -85,7 +85,7 @@ class PgWorld:
     root: Path
     home: Path
     spec: PipelineSpec
-    names: Names
+    names: Pipeline
     defs: dg.Definitions
     instance: dg.DagsterInstance
 
@@ -117,7 +117,7 @@ def pg_world(tmp_path_factory, postgres_server: PostgresServer, postgres_databas
         defs = importlib.reload(pg_code_location).defs
         instance = dg.DagsterInstance.from_config(str(home))
         try:
-            yield PgWorld(postgres_server, dagster_db, mlflow_db, root, home, spec, Names(spec), defs, instance)
+            yield PgWorld(postgres_server, dagster_db, mlflow_db, root, home, spec, Pipeline(spec), defs, instance)
         finally:
             instance.dispose()
 
@@ -156,7 +156,7 @@ def test_bootstrap_on_dagster_postgres_with_mlflow_on_postgres(pg_world: PgWorld
     assert set(counts) == set(STAGES), counts
     assert counts["raw_data"] == 4 and counts["validated_features"] == 4 and counts["trained_model"] == 1
     partitions = w.server.query(db, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s",
-                                (w.names.partitions,))
+                                (w.names.partitions_name,))
     assert sorted(p for (p,) in partitions) == PARTITIONS
     assert w.server.query(db, "SELECT count(*) FROM asset_check_executions")[0][0] > 0
     assert not list(w.home.rglob("*.db")), "an sqlite store was created next to the postgres one"
@@ -244,7 +244,7 @@ def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
 
     w = pg_world
     instance = w.instance
-    assert instance.get_dynamic_partitions(w.names.partitions), "needs the bootstrap test's partitions"
+    assert instance.get_dynamic_partitions(w.names.partitions_name), "needs the bootstrap test's partitions"
     workspace_file = w.root / "workspace.yaml"
     workspace_file.write_text(yaml.safe_dump({"load_from": [{"python_file": {
         "relative_path": str(CODE_LOCATION_FILE), "location_name": LOCATION_NAME,
@@ -307,7 +307,7 @@ def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
     assert _max_overlap(windows) == MAX_CONCURRENT_RUNS, windows
 
     # Op level: the two lifecycle runs ran side by side, but their training steps did not.
-    step = f"{w.names.pipeline}__trained_model"
+    step = f"{w.names.name}__trained_model"
     r1, r2 = (records[r] for r in train_ids)
     assert _max_overlap([(r1.start_time, r1.end_time), (r2.start_time, r2.end_time)]) == 2, \
         "the two lifecycle runs never overlapped, so the pool limit was not exercised"

@@ -20,14 +20,15 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from mlops_assets.automation.inline import InlineAutomation
-from mlops_assets.automation.s3_listing import parse_s3_cursor, scan_s3_arrivals
-from mlops_assets.automation.sensors import SOURCE_FILE_TAG
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import generate_loans
+from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets.pipeline import Pipeline
 from mlops_assets.resources import ArtifactStore, MLflowRegistry
 from mlops_assets.resources.storage import StorageError
+from mlops_assets.signals import SOURCE_FILE_TAG
+from mlops_assets.sources.s3 import parse_s3_cursor, scan_s3_arrivals
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.stages.common import STAGES, Names
 from mlops_assets_tests.services.conftest import (
     S3Server,
     create_bucket,
@@ -70,7 +71,7 @@ class World:
     bucket: str
     root: Path
     spec: PipelineSpec
-    names: Names
+    names: Pipeline
     defs: dg.Definitions
     instance: dg.DagsterInstance
     auto: InlineAutomation
@@ -95,7 +96,7 @@ def world(tmp_path_factory, s3_server: S3Server) -> World:
         home = root / "dagster_home"
         home.mkdir()
         with dg.instance_for_test(temp_dir=str(home)) as instance:
-            yield World(s3_server, bucket, root, spec, Names(spec), defs, instance, InlineAutomation(defs, instance))
+            yield World(s3_server, bucket, root, spec, Pipeline(spec), defs, instance, InlineAutomation(defs, instance))
     delete_bucket(s3_server, bucket)
 
 
@@ -125,9 +126,8 @@ def test_day1_bootstraps_with_every_artifact_on_s3(world: World):
     # The objects themselves, listed with boto3.
     keys = list_keys(world.s3, world.bucket, "artifacts/")
     expected = [
-        f"artifacts/demo/raw/{PART1}.parquet",
-        f"artifacts/demo/features/{PART1}.parquet",
-        f"artifacts/demo/profiles/{PART1}.json",            # per-partition data profile
+        f"artifacts/demo/raw/{PART1}/data.parquet",
+        f"artifacts/demo/features/{PART1}/data.parquet",
         f"artifacts/demo/predictions/{PART1}/v1.parquet",
         "artifacts/demo/models/v1/evaluation.json",         # evaluation report + gate
         "artifacts/demo/models/v1/registration.json",
@@ -136,12 +136,15 @@ def test_day1_bootstraps_with_every_artifact_on_s3(world: World):
     ]
     missing = [k for k in expected if k not in keys]
     assert not missing, f"missing S3 objects {missing}; bucket has {keys}"
-    assert any(k.startswith("artifacts/demo/models/v1/bundle/") for k in keys)
-    stored = world.defs.resources[world.names.storage].read_parquet(f"demo/predictions/{PART1}/v1.parquet")
+    assert sorted(k for k in keys if k.startswith("artifacts/demo/models/v1/bundle/")) == [
+        f"artifacts/demo/models/v1/bundle/{name}" for name in (
+            "bundle.json", "encoder.json", "model.onnx", "model.txt", "reference_profile.json",
+            "reference_sample.parquet")]
+    stored = world.defs.resources[world.names.storage_key].read_parquet(f"demo/predictions/{PART1}/v1.parquet")
     assert stored.height == ROWS and stored["score"].is_between(0, 1).all()
 
     # MLflow: the model version's artifacts are S3 objects too, and nothing went to local disk.
-    registry = world.defs.resources[world.names.registry]
+    registry = world.defs.resources[world.names.registry_key]
     champion = registry.version_by_alias("demo", "champion")
     assert champion is not None and champion.version == "1"
     run_info = registry.client().get_run(champion.run_id).info
@@ -160,7 +163,7 @@ def test_day2_the_s3_cursor_picks_only_the_new_object(world: World):
     key2 = upload_day(world.s3, world.bucket, DAY2, day_index=1)
 
     # What the cursor buys: listing from it returns the new object alone.
-    client = world.defs.resources[world.names.s3].get_client()
+    client = world.defs.resources[world.names.s3_key].get_client()
     since, next_cursor = scan_s3_arrivals(client, world.spec.source.path, day1_cursor)
     assert [a.path for a in since.ready] == [f"s3://{world.bucket}/{key2}"] and next_cursor.since_key == key2
     full, _ = scan_s3_arrivals(client, world.spec.source.path, parse_s3_cursor(None))
@@ -174,7 +177,7 @@ def test_day2_the_s3_cursor_picks_only_the_new_object(world: World):
     assert run.dagster_run.tags["dagster/partition"] == PART2
     assert run.dagster_run.tags[SOURCE_FILE_TAG] == f"s3://{world.bucket}/{key2}"
     assert parse_s3_cursor(world.auto.cursors[world.sensor]).since_key == key2
-    assert sorted(world.instance.get_dynamic_partitions(world.names.partitions)) == [PART1, PART2]
+    assert sorted(world.instance.get_dynamic_partitions(world.names.partitions_name)) == [PART1, PART2]
     assert f"artifacts/demo/predictions/{PART2}/v1.parquet" in list_keys(world.s3, world.bucket, "artifacts/")
     drift = materializations(world.instance, world.names.key("drift_report"), PART2)[0].metadata
     assert str(drift["report_uri"].value).startswith(f"s3://{world.bucket}/artifacts/")
@@ -219,7 +222,7 @@ def test_credentials_never_reach_metadata_or_logs(world: World):
         assert secret.encode() not in body, f"secret key found in s3://{world.bucket}/{key}"
 
     # MLflow run params and tags.
-    registry = world.defs.resources[world.names.registry]
+    registry = world.defs.resources[world.names.registry_key]
     for version in registry.list_versions("demo"):
         data = registry.client().get_run(version.run_id).data
         assert secret not in repr(data.params) + repr(data.tags)
@@ -253,11 +256,11 @@ def test_unreachable_s3_endpoint_fails_fast_and_names_the_host(tmp_path, s3_serv
     # A run: the source is reachable (moto), the artifact store is not -> raw_data fails fast.
     upload_day(s3_server, s3_bucket, DAY1, day_index=0, rows=300)
     spec = services_spec(tmp_path, f"s3://{s3_bucket}/landing/demo")
-    names = Names(spec)
+    names = Pipeline(spec)
     defs = build_mlops_defs(spec, storage=store, s3=S3Resource(endpoint_url=s3_server.endpoint_url))
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        instance.add_dynamic_partitions(names.partitions, [PART1])
+        instance.add_dynamic_partitions(names.partitions_name, [PART1])
         job = defs.resolve_job_def(names.job("ingest"))
         start = time.monotonic()
         result = job.execute_in_process(instance=instance, partition_key=PART1, raise_on_error=False,

@@ -9,8 +9,9 @@ import pytest
 from mlops_assets import SpecError, build_pipelines_defs
 from mlops_assets.automation.inline import InlineAutomation
 from mlops_assets.demo.data import generate_loans, write_day
+from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets.pipeline import Pipeline
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.stages.common import STAGES, Names
 from mlops_assets_tests.conftest import small_spec
 
 
@@ -66,12 +67,12 @@ def test_both_pipelines_run_and_register_their_own_models(tmp_path):
         dg.materialize([transactions], instance=instance)
         auto = InlineAutomation(defs, instance)
         for spec in (churn, fraud):
-            tick = auto.tick_sensor(Names(spec).sensor("new_data"))
+            tick = auto.tick_sensor(Pipeline(spec).sensor("new_data"))
             assert len(tick.launched) == 1 and tick.launched[0].success, spec.name
         # A second tick sees nothing new for either pipeline.
         assert not auto.tick_sensor("fraud_new_data_sensor").launched
         for spec in (churn, fraud):
-            registry = defs.resources[Names(spec).registry]
+            registry = defs.resources[Pipeline(spec).registry_key]
             champion = registry.version_by_alias(spec.name, "champion")
             assert champion is not None and champion.version == "1"
             assert registry.list_versions(spec.name)[0].name == spec.name

@@ -16,7 +16,7 @@ from mlops_assets.core.performance import (
 )
 from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.demo.data import write_day
-from mlops_assets.stages.common import Names
+from mlops_assets.pipeline import Pipeline
 from mlops_assets_tests.conftest import small_spec
 
 
@@ -67,7 +67,7 @@ def test_late_labels_trigger_one_performance_retrain(tmp_path):
     from mlops_assets.spec import PipelineSpec
 
     spec = PipelineSpec.from_dict(base)
-    names, defs = Names(spec), build_mlops_defs(spec)
+    names, defs = Pipeline(spec), build_mlops_defs(spec)
     assert names.key("model_performance") in defs.resolve_asset_graph().get_all_asset_keys()
     day1 = write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=4_000, seed=1)
     with dg.instance_for_test() as instance:

@@ -3,7 +3,7 @@
 
 from mlops_assets.core.features import prepare_features
 from mlops_assets.core.training import assemble_training_frame, train_from_frame
-from mlops_assets.resources.registry import MLflowRegistry, log_and_register
+from mlops_assets.resources.registry import MLflowRegistry
 
 
 def test_search_trials_are_nested_runs_and_version_is_a_candidate(tmp_path, spec, loans_day1):
@@ -18,10 +18,11 @@ def test_search_trials_are_nested_runs_and_version_is_a_candidate(tmp_path, spec
                               artifact_location=str(tmp_path / "artifacts"))
     trials = [{"index": t.index, "params": t.params, "score": t.score, "seconds": t.seconds,
                "metric": out.search.metric, "best": t is out.search.best} for t in out.search.trials]
-    exp_id, run_id, version = log_and_register(
-        registry, model_name="demo", bundle_dir=bundle_dir, params=out.model.params,
-        metrics={"train_rows": out.train_rows}, tags={"dagster_run_id": "r1", "approval": "pending"}, trials=trials,
+    ref = registry.log_candidate(
+        "demo", bundle_dir, params=out.model.params, metrics={"train_rows": out.train_rows},
+        tags={"dagster_run_id": "r1", "approval": "pending"}, run_name="demo test", trials=trials,
     )
+    exp_id, run_id, version = ref.experiment_id, ref.run_id, ref.version
     assert version == "1"
     client = registry.client()
     children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
@@ -31,5 +32,4 @@ def test_search_trials_are_nested_runs_and_version_is_a_candidate(tmp_path, spec
     info = registry.get_version("demo", "1")
     assert info.tags["approval"] == "pending" and info.aliases == []
     assert registry.version_by_alias("demo", "champion") is None
-    local = registry.download_bundle("demo", "1", cache_dir=str(tmp_path / "cache"))
-    assert (local / "model.onnx").read_bytes() == out.bundle.onnx_bytes
+    assert registry.load_bundle("demo", "1").onnx_bytes == out.bundle.onnx_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -46,7 +47,9 @@ def train_lightgbm(
     seed: int,
     target_name: str = "target",
     num_class: int | None = None,
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedModel:
+    """`on_iteration(iteration, validation metrics)` is called after every boosting round."""
     import lightgbm as lgb
 
     from mlops_assets.core.onnx_export import lightgbm_to_onnx
@@ -57,6 +60,11 @@ def train_lightgbm(
     valid_set = lgb.Dataset(X_valid, y_valid, reference=train_set)
     history: dict = {}
     callbacks = [lgb.record_evaluation(history)]
+    if on_iteration is not None:
+        def report(env) -> None:
+            on_iteration(env.iteration + 1, {name: float(value) for _, name, value, _ in env.evaluation_result_list})
+
+        callbacks.append(report)
     if config.early_stopping_rounds and len(y_valid):
         callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))
     start = time.perf_counter()

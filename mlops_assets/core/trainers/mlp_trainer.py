@@ -35,6 +35,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -46,10 +47,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "mlp_checkpoint.pt"
 _NOT_FINGERPRINTED = {"max_epochs", "device", "num_threads"}
 _EVAL_BATCH = 8192
-
-
-class SimulatedKill(RuntimeError):
-    """Raised by the ``_stop_after_epoch`` test hook once that epoch's checkpoint is written."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,12 @@ def train_mlp(
     target_name: str = "target",
     num_class: int | None = None,
     checkpoint_dir: str | None = None,
-    _stop_after_epoch: int | None = None,  # test hook: raise SimulatedKill after this epoch's save
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedModel:
+    """Train, early-stop on validation loss, export to ONNX.
+
+    `on_epoch(epoch, losses)` is called after each epoch's checkpoint is written (progress
+    in the run log; an exception it raises stops training with the checkpoint on disk)."""
     check_training_labels(y_train, task, target_name, num_class)
     X_train, X_valid, y_train, y_valid, num_class = _check_inputs(
         X_train, y_train, X_valid, y_valid, task, feature_names, categorical, target_name, num_class
@@ -123,7 +124,7 @@ def train_mlp(
                          (X_train, y_train, X_valid, y_valid))
             ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT_FILE) if checkpoint_dir else None
             status, resumed = loop.restore(ckpt_path, fingerprint)
-            loop.run(ckpt_path, fingerprint, _stop_after_epoch)
+            loop.run(ckpt_path, fingerprint, on_epoch)
         seconds = time.perf_counter() - start
         model = model.cpu().double().eval()
         model.load_state_dict({**loop.best_state, **stats})   # statistics back at full float64
@@ -322,7 +323,7 @@ class _Loop:
             total += float(loss.detach())
         return total / len(self.X)
 
-    def run(self, ckpt_path: str | None, fingerprint: str, stop_after: int | None) -> None:
+    def run(self, ckpt_path: str | None, fingerprint: str, on_epoch=None) -> None:
         patience = self.config.early_stopping_patience
         while self.epoch < self.config.max_epochs and not self.stopped_early:
             train_loss = self._train_epoch()
@@ -340,8 +341,8 @@ class _Loop:
             self.scheduler.step(monitored)
             if ckpt_path:
                 self.save(ckpt_path, fingerprint)
-            if stop_after is not None and self.epoch >= stop_after:
-                raise SimulatedKill(f"simulated kill after epoch {self.epoch}")
+            if on_epoch is not None:
+                on_epoch(self.epoch, {"train_loss": train_loss, "valid_loss": self.history["valid_loss"][-1]})
 
     def _state(self, fingerprint: str) -> dict:
         torch = self.torch

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from mlops_assets.core.arrivals import (
+from mlops_assets.sources.local import (
     DATA_SUFFIXES,
     SUCCESS_SUFFIX,
     Arrival,

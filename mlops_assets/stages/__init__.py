@@ -1,0 +1,1 @@
+"""One module per lifecycle stage: thin Dagster assets over the pure core."""

@@ -1,0 +1,139 @@
+"""`evaluation_report` and its blocking `gate` check.
+
+Like TFX's Evaluator: the report "blesses" the candidate or not. The candidate is the version
+`trained_model` logged in this run (read from its materialization, never from an alias).
+"""
+
+
+import math
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.core.evaluation import EvaluationResult
+from mlops_assets.pipeline import Pipeline, Stage
+from mlops_assets.resources.registry import CandidateRef
+from mlops_assets.signals import (
+    APPROVAL,
+    CHAMPION_VERSION,
+    GATE_PASSED,
+    MLFLOW_EXPERIMENT_ID,
+    MLFLOW_RUN_ID,
+    MODEL_VERSION,
+)
+from mlops_assets.stages.base import stage_asset, upstream_materialization
+from mlops_assets.stages.metadata import markdown_table, metrics_markdown
+from mlops_assets.state import value
+
+GATE_CHECK = "gate"
+
+
+class EvaluationInputError(RuntimeError):
+    pass
+
+
+def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+    key = pipeline.key(Stage.EVALUATION_REPORT)
+    gate = dg.AssetCheckSpec(GATE_CHECK, asset=key, blocking=True,
+                             description="Release gate: every configured rule must pass.")
+
+    @stage_asset(pipeline, Stage.EVALUATION_REPORT, check_specs=[gate],
+                 resources={pipeline.storage_key, pipeline.registry_key, pipeline.notifier_key})
+    def evaluation_report(context: dg.AssetExecutionContext):
+        from mlops_assets.core.evaluation import evaluate_candidate
+
+        res = pipeline.resources(context)
+        ref = candidate_from(upstream_materialization(context, pipeline.key(Stage.TRAINED_MODEL)), pipeline)
+        bundle = res.registry.load_bundle(ref.model_name, ref.version)
+        holdout = res.storage.read_parquet(pipeline.layout.holdout(ref.version))
+        champion = res.registry.champion(pipeline.model_name)
+        champion_bundle = None
+        if champion is not None and champion.version != ref.version:
+            champion_bundle = res.registry.load_bundle(pipeline.model_name, champion.version)
+        result = evaluate_candidate(spec, bundle, holdout, champion_bundle,
+                                    champion.version if champion_bundle else None)
+        report = {"version": ref.version, **result.to_dict()}
+        uri = res.storage.write_json(pipeline.layout.evaluation(ref.version), report)
+        plot_uris = record_evaluation(pipeline, res, ref, result, report)
+        decision = result.decision
+        if not decision.passed:
+            res.notifier.send("gate_failed", f"{spec.name}: v{ref.version} held by the gate", decision.message(),
+                              {"champion": result.champion_version or "none"})
+        return dg.MaterializeResult(
+            metadata=evaluation_metadata(res, ref, result, uri, plot_uris),
+            check_results=[dg.AssetCheckResult(
+                check_name=GATE_CHECK, passed=decision.passed, severity=dg.AssetCheckSeverity.ERROR,
+                description=decision.message(),
+                metadata={"rules": dg.MetadataValue.md(decision.to_markdown()), MODEL_VERSION: ref.version},
+            )],
+            data_version=dg.DataVersion(f"v{ref.version}-{'pass' if decision.passed else 'fail'}"),
+        )
+
+    return evaluation_report
+
+
+def candidate_from(trained: dg.AssetMaterialization | None, pipeline: Pipeline) -> CandidateRef:
+    version, run_id = value(trained, MODEL_VERSION), value(trained, MLFLOW_RUN_ID)
+    if version is None or run_id is None:
+        raise EvaluationInputError(
+            f"no trained model to evaluate: materialize {pipeline.key(Stage.TRAINED_MODEL).to_user_string()} first"
+        )
+    return CandidateRef(pipeline.model_name, str(version), str(run_id), str(value(trained, MLFLOW_EXPERIMENT_ID, "")))
+
+
+def record_evaluation(pipeline: Pipeline, res, ref: CandidateRef, result: EvaluationResult, report: dict) -> dict:
+    """Plots to the artifact store and, with metrics, report and verdict, to the version's MLflow run."""
+    from mlops_assets.core.plots import evaluation_plots
+
+    decision = result.decision
+    tags = {GATE_PASSED: str(decision.passed).lower(), "gate_message": decision.message()[:4000],
+            "gate_evaluated_by_run": ref.run_id}
+    if not decision.passed:
+        tags.update({APPROVAL: decision.approval.value, "rejection_reason": decision.message()[:4000]})
+    plot_uris = {}
+    with tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp:
+        plots = evaluation_plots(pipeline.spec.task, result.y, result.scores, result.importance, tmp,
+                                 champion_score=result.champion_scores)
+        for name, path in plots.items():
+            plot_uris[name] = res.storage.write_file(pipeline.layout.plot(ref.version, Path(path).name), path)
+        res.registry.record_evaluation(
+            ref, metrics={f"holdout_{k}": v for k, v in result.metrics.items()}, report=report,
+            artifacts=[("evaluation/plots", Path(p)) for p in plots.values()], tags=tags,
+        )
+    return plot_uris
+
+
+def evaluation_metadata(res, ref: CandidateRef, result: EvaluationResult, report_uri: str, plot_uris: dict) -> dict:
+    decision = result.decision
+    metadata = {
+        MODEL_VERSION: ref.version,
+        CHAMPION_VERSION: result.champion_version or "none",
+        "holdout_rows": result.n_holdout,
+        "metrics": dg.MetadataValue.md(metrics_markdown(result.metrics, result.champion_metrics)),
+        "gate": dg.MetadataValue.md(decision.to_markdown()),
+        GATE_PASSED: decision.passed,
+        APPROVAL: decision.approval.value,
+        "onnx_parity_max_abs_diff": result.parity_max_abs_diff,
+        "report_uri": dg.MetadataValue.path(report_uri),
+        "mlflow_run": dg.MetadataValue.url(res.registry.run_url(ref.experiment_id, ref.run_id)),
+    }
+    metadata.update({f"holdout_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
+    if result.latency:
+        metadata.update({k: round(v, 4) for k, v in result.latency.items()})
+    metadata.update({f"plot_{name}": dg.MetadataValue.path(uri) for name, uri in plot_uris.items()})
+    if result.importance:
+        top = sorted(result.importance.items(), key=lambda kv: -kv[1])[:10]
+        metadata["permutation_importance"] = dg.MetadataValue.md(
+            markdown_table([{"feature": k, "metric_drop": v} for k, v in top]))
+    if result.fairness:
+        fair = result.fairness
+        metadata["slices"] = dg.MetadataValue.md(markdown_table(fair.groups))
+        metadata["fairness_gap"] = fair.main_metric_gap
+        metadata["fairness_worst_to_best_ratio"] = fair.worst_to_best_ratio
+        if fair.demographic_parity_difference is not None:
+            metadata["demographic_parity_difference"] = fair.demographic_parity_difference
+        if fair.equal_opportunity_difference is not None:
+            metadata["equal_opportunity_difference"] = fair.equal_opportunity_difference
+    return metadata

@@ -1,0 +1,142 @@
+"""`trained_model`: train on every labelled, accepted partition; log the candidate to MLflow.
+
+The new MLflow version is a candidate (approval `pending`; the `challenger` alias is a label
+for people) until the evaluation gate decides; `champion` never moves here. The version
+reaches evaluation along the asset edge: it is this materialization's metadata.
+"""
+
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.core.features import SPLIT_COLUMN, data_hash
+from mlops_assets.core.gate import Approval
+from mlops_assets.core.training import TrainingOutcome, assemble_training_frame, train_from_frame
+from mlops_assets.lineage import code_version, git_sha
+from mlops_assets.pipeline import TRAINING_POOL, Pipeline, Stage
+from mlops_assets.resources.registry import CHALLENGER, CandidateRef
+from mlops_assets.signals import (
+    MLFLOW_EXPERIMENT_ID,
+    MLFLOW_RUN_ID,
+    MODEL_VERSION,
+    TRAINING_DATA_VERSION,
+    TRAINING_PARTITIONS,
+    TRIGGER_TAG,
+)
+from mlops_assets.stages.base import stage_asset
+from mlops_assets.stages.metadata import dagster_run_url, markdown_table
+from mlops_assets.state import partition_facts
+
+PROGRESS_EVERY = 50   # boosting rounds / epochs between progress lines in the run log
+
+
+def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+
+    @stage_asset(pipeline, Stage.TRAINED_MODEL, resources={pipeline.storage_key, pipeline.registry_key},
+                 pool=TRAINING_POOL)
+    def trained_model(context: dg.AssetExecutionContext):
+        res = pipeline.resources(context)
+        partitions = [p.key for p in partition_facts(context.instance, pipeline) if p.accepted and p.labelled]
+        frames = [res.storage.read_parquet(pipeline.layout.features(p)) for p in partitions]
+        frame = assemble_training_frame(frames, spec)
+        context.log.info(f"training {spec.model.trainer} on {frame.height} rows from {len(partitions)} partitions")
+        checkpoints = spec.state_path("checkpoints", spec.name, f"{data_hash(frame)}-{spec.spec_hash}")
+        outcome = train_from_frame(frame, spec, checkpoint_dir=str(checkpoints), progress=_progress(context))
+        trigger = context.run.tags.get(TRIGGER_TAG, "manual")
+        with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
+            bundle_dir = outcome.bundle.save(Path(tmp) / "bundle")
+            ref = res.registry.log_candidate(pipeline.model_name, bundle_dir, **_run_record(
+                pipeline, outcome, frame, context.run.run_id, trigger))
+            for f in sorted(bundle_dir.iterdir()):
+                res.storage.write_file(pipeline.layout.bundle_file(ref.version, f.name), f)
+        res.registry.set_alias(pipeline.model_name, CHALLENGER, ref.version)
+        holdout_uri = res.storage.write_parquet(pipeline.layout.holdout(ref.version), outcome.holdout)
+        return dg.MaterializeResult(
+            metadata=training_metadata(pipeline, res, ref, outcome, partitions, holdout_uri),
+            data_version=dg.DataVersion(f"{outcome.data_version}-v{ref.version}"),
+        )
+
+    return trained_model
+
+
+def _progress(context: dg.AssetExecutionContext):
+    def report(step: int, values: dict[str, float]) -> None:
+        if step % PROGRESS_EVERY == 0:
+            shown = ", ".join(f"{k}={v:.5g}" for k, v in values.items())
+            context.log.info(f"training step {step}: {shown}")
+
+    return report
+
+
+def _run_record(pipeline: Pipeline, outcome: TrainingOutcome, frame: pl.DataFrame, run_id: str, trigger: str) -> dict:
+    """Everything MLflow records about the training run and the new version."""
+    spec, model = pipeline.spec, outcome.model
+    tags = {
+        "data_version": outcome.data_version, "code_version": code_version(), "spec_hash": spec.spec_hash,
+        "dagster_run_id": run_id, "approval": Approval.PENDING.value, "trainer": model.trainer,
+        "trigger": trigger, "onnx_parity_max_abs_diff": f"{outcome.parity_max_abs_diff:.3e}",
+    }
+    if sha := git_sha():
+        tags["git_sha"] = sha
+    nullable = {f.name for f in spec.features if f.max_null_fraction > 0}
+    return {
+        "params": model.params,
+        "metrics": {**{f"valid_{k}": v[-1] for k, v in model.history.items() if v},
+                    "train_rows": outcome.train_rows, "onnx_parity_max_abs_diff": outcome.parity_max_abs_diff},
+        "history": model.history,
+        "tags": tags,
+        "run_name": f"{spec.name} {trigger}",
+        "description": f"{spec.name}: {spec.model.trainer} trained by Dagster run {dagster_run_url(run_id)} "
+                       f"({trigger}).",
+        "dataset_sample": frame.drop(SPLIT_COLUMN).head(1_000).to_pandas(),
+        "dataset_digest": outcome.data_version,
+        "target": spec.target,
+        "feature_kinds": dict(spec.feature_types),
+        "nullable": nullable,
+        "task": spec.task,
+        "classes": outcome.bundle.classes,
+        "input_example": outcome.bundle.reference_sample.head(5).to_pandas(),
+        "trials": _trial_rows(outcome.search),
+    }
+
+
+def _trial_rows(search) -> list[dict]:
+    if search is None:
+        return []
+    return [{"index": t.index, "params": t.params, "score": t.score, "seconds": t.seconds,
+             "metric": search.metric, "best": t is search.best} for t in search.trials]
+
+
+def training_metadata(pipeline: Pipeline, res, ref: CandidateRef, outcome: TrainingOutcome,
+                      partitions: list[str], holdout_uri: str) -> dict:
+    model = outcome.model
+    top = sorted(model.feature_importance.items(), key=lambda kv: -kv[1])[:10]
+    metadata = {
+        MODEL_VERSION: ref.version,
+        MLFLOW_RUN_ID: ref.run_id,
+        MLFLOW_EXPERIMENT_ID: ref.experiment_id,
+        "mlflow_run": dg.MetadataValue.url(res.registry.run_url(ref.experiment_id, ref.run_id)),
+        "mlflow_version": dg.MetadataValue.url(res.registry.version_url(ref.model_name, ref.version)),
+        "train_rows": outcome.train_rows,
+        "holdout_rows": outcome.holdout.height,
+        TRAINING_PARTITIONS: dg.MetadataValue.json(partitions),
+        "best_iteration": model.best_iteration or 0,
+        "train_seconds": round(model.train_seconds, 3),
+        "onnx_parity_max_abs_diff": outcome.parity_max_abs_diff,
+        "bundle_uri": dg.MetadataValue.path(res.storage.uri(pipeline.layout.model_dir(ref.version))),
+        "holdout_uri": dg.MetadataValue.path(holdout_uri),
+        TRAINING_DATA_VERSION: outcome.data_version,
+        "feature_importance": dg.MetadataValue.md(
+            markdown_table([{"feature": k, "gain_share": v} for k, v in top])),
+    }
+    if outcome.search is not None:
+        rows = [{"trial": t.index, **t.params, f"valid_{outcome.search.metric}": t.score}
+                for t in outcome.search.trials]
+        metadata.update({"search": dg.MetadataValue.md(markdown_table(rows)),
+                         "search_best_trial": outcome.search.best.index,
+                         "search_stopped_by": outcome.search.stopped_by})
+    return metadata

@@ -1,0 +1,85 @@
+"""`validated_features`: blocking data checks, canonical features and the split.
+
+Validation runs before anything is written: a failing batch leaves the previous good file
+for this partition untouched, and the blocking checks stop everything downstream.
+"""
+
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.core.features import SPLIT_COLUMN, data_hash, prepare_features
+from mlops_assets.core.validation import (
+    CHECK_DESCRIPTIONS,
+    CHECK_NAMES,
+    ValidationReport,
+    validate_batch,
+)
+from mlops_assets.pipeline import Pipeline, Stage
+from mlops_assets.signals import ACCEPTED, DATA_VERSION, LABELLED, REJECTED, STATUS
+from mlops_assets.stages.base import stage_asset
+from mlops_assets.stages.metadata import markdown_table, table_schema
+
+
+def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+    key = pipeline.key(Stage.VALIDATED_FEATURES)
+    checks = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
+              for name in CHECK_NAMES]
+
+    @stage_asset(pipeline, Stage.VALIDATED_FEATURES, resources={pipeline.storage_key}, check_specs=checks)
+    def validated_features(context: dg.AssetExecutionContext):
+        storage = pipeline.resources(context).storage
+        partition = context.partition_key
+        raw = storage.read_parquet(pipeline.layout.raw(partition))
+        report = validate_batch(raw, spec)
+        if not report.passed:
+            rejection = storage.write_json(
+                pipeline.layout.rejection(partition, context.run.run_id),
+                {"partition": partition, "violations": [v.__dict__ for v in report.violations]},
+            )
+            context.log.error(f"partition {partition} rejected: {report.message()}")
+            return dg.MaterializeResult(
+                metadata={STATUS: REJECTED, "violations": report.message(),
+                          "rejection_report": dg.MetadataValue.path(rejection)},
+                check_results=check_results(report),
+            )
+        features = prepare_features(raw, spec)
+        uri = storage.write_parquet(pipeline.layout.features(partition), features)
+        version = data_hash(features)
+        return dg.MaterializeResult(
+            metadata=accepted_metadata(features, report, spec, uri, version),
+            check_results=check_results(report),
+            data_version=dg.DataVersion(version),
+        )
+
+    return validated_features
+
+
+def check_results(report: ValidationReport) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=name,
+            passed=not report.for_check(name),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=report.message(name),
+            metadata={"violations": len(report.for_check(name))},
+        )
+        for name in CHECK_NAMES
+    ]
+
+
+def accepted_metadata(features: pl.DataFrame, report: ValidationReport, spec, uri: str, version: str) -> dict:
+    split_counts = features.group_by(SPLIT_COLUMN).len().sort(SPLIT_COLUMN).rows()
+    metadata = {
+        STATUS: ACCEPTED,
+        "dagster/row_count": features.height,
+        "dagster/column_schema": table_schema(features),
+        "uri": dg.MetadataValue.path(uri),
+        LABELLED: report.labelled,
+        "split": dg.MetadataValue.md(markdown_table([{"split": s, "rows": n} for s, n in split_counts])),
+        DATA_VERSION: version,
+    }
+    if report.labelled and spec.task == "binary":
+        metadata["label_rate"] = float(features[spec.target].mean())
+    return metadata

@@ -1,0 +1,47 @@
+"""`trained_model`: trains on accepted labelled partitions only and logs one MLflow candidate."""
+
+import json
+
+import polars as pl
+
+from mlops_assets.pipeline import TRAINING_POOL, Stage
+from mlops_assets_tests.stages.harness import assert_definition
+
+
+def test_definition(world):
+    assert_definition(world, Stage.TRAINED_MODEL, deps=[Stage.VALIDATED_FEATURES],
+                      kinds={"lightgbm", "mlflow", "onnx"}, partitioned=False)
+    node = world.defs.resolve_asset_graph().get(world.pipeline.key(Stage.TRAINED_MODEL))
+    assert node.pools == {TRAINING_POOL}
+
+
+def test_trains_on_accepted_labelled_partitions_and_logs_a_candidate(world):
+    labelled = world.land(day=1, n_rows=3_000)
+    unlabelled = world.land(day=2, n_rows=600, seed=2)
+    path = f"{world.spec.source.path}/{unlabelled}"
+    pl.read_parquet(path).drop(world.spec.target).write_parquet(path)
+    rejected = world.land(day=3, n_rows=50, seed=3)              # below min_rows
+    for partition in (labelled, unlabelled, rejected):
+        world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], partition, raise_on_error=False)
+
+    result = world.materialize([Stage.TRAINED_MODEL])
+    assert result.success
+    md = world.metadata(Stage.TRAINED_MODEL)
+    assert md["training_partitions"] == [labelled]
+    assert md["model_version"] == "1"
+    registry = world.resource("registry")
+    version = registry.get_version("demo", "1")
+    assert version.run_id == md["mlflow_run_id"]
+    assert version.tags["approval"] == "pending"
+    assert version.tags["dagster_run_id"] == result.run_id
+    assert version.tags["data_version"] == md["training_data_version"]
+    assert version.tags["spec_hash"] == world.spec.spec_hash
+    assert set(json.loads(version.tags["bundle_manifest"])) == {
+        "bundle.json", "encoder.json", "model.onnx", "model.txt", "reference_profile.json",
+        "reference_sample.parquet"}
+    assert registry.version_by_alias("demo", "challenger").version == "1"
+    assert registry.champion("demo") is None
+    storage = world.resource("storage")
+    assert storage.exists(world.pipeline.layout.holdout("1"))
+    assert storage.exists(world.pipeline.layout.bundle_file("1", "model.onnx"))
+    assert md["holdout_rows"] == pl.read_parquet(md["holdout_uri"]).height > 0

@@ -1,0 +1,47 @@
+"""`validated_features`: blocking checks, the accepted path and the rejected path, alone."""
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from mlops_assets.core.validation import CHECK_NAMES
+from mlops_assets.pipeline import Stage
+from mlops_assets_tests.stages.harness import assert_definition
+
+
+def test_definition(world):
+    assert_definition(world, Stage.VALIDATED_FEATURES, deps=[Stage.RAW_DATA], kinds={"polars", "parquet"},
+                      checks=CHECK_NAMES, partitioned=True)
+
+
+def test_accepted_batch_writes_features_with_the_split(world):
+    partition = world.land(day=1, n_rows=500)
+    assert world.materialize([Stage.RAW_DATA], partition).success
+    result = world.materialize([Stage.VALIDATED_FEATURES], partition)
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {name: True for name in CHECK_NAMES}
+    md = world.metadata(Stage.VALIDATED_FEATURES, partition)
+    assert md["status"] == "accepted" and md["labelled"] is True and md["dagster/row_count"] == 500
+    features = pl.read_parquet(md["uri"])
+    assert features.columns[:3] == ["loan_id", "applied_at", "gender"]
+    assert set(features["_split"].unique()) == {"train", "valid", "holdout"}
+
+
+def test_rejected_batch_names_the_column_and_keeps_the_good_file(world):
+    partition = world.land(day=1, n_rows=500)
+    assert world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], partition).success
+    good = world.metadata(Stage.VALIDATED_FEATURES, partition)["uri"]
+    before = Path(good).read_bytes()
+    # The same partition re-arrives without its income column.
+    landed = os.path.join(world.spec.source.path, partition)
+    pl.read_parquet(landed).drop("income").write_parquet(landed)
+    assert world.materialize([Stage.RAW_DATA], partition).success
+    result = world.materialize([Stage.VALIDATED_FEATURES], partition, raise_on_error=False)
+    failed = {e.check_name: e.description for e in result.get_asset_check_evaluations() if not e.passed}
+    assert list(failed) == ["schema"]
+    assert failed["schema"].startswith("column 'income': missing column")
+    md = world.metadata(Stage.VALIDATED_FEATURES, partition)
+    assert md["status"] == "rejected"
+    assert Path(good).read_bytes() == before
