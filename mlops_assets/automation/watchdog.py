@@ -127,7 +127,7 @@ def find_dead_runs(
                 ))
             continue
         if run.status not in IN_PROGRESS or worker_alive:
-            continue                   # QUEUED / NOT_STARTED wait, as they should
+            continue                   # alive, or waiting (QUEUED, NOT_STARTED) as it should
         if run.worker is not None:
             gone = now - (run.worker_gone_since if run.worker_gone_since is not None else now)
             quiet = now - max(run.last_event_at or 0.0, run.worker.recorded_at)
@@ -161,7 +161,15 @@ def process_created_at(pid: int) -> float | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return None if Path("/proc/self/stat").exists() else _exists_without_proc(pid)
+        if Path("/proc/self/stat").exists():
+            return None
+        try:                           # no /proc (not Linux): existence only, no creation time
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return float("-inf")
     fields = stat[stat.rindex(")") + 2:].split()    # the command name may hold spaces and ")"
     if fields[0] in ("Z", "X"):
         return None
@@ -172,17 +180,6 @@ def process_created_at(pid: int) -> float | None:
 def _boot_time() -> float:
     return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                 if line.startswith("btime "))
-
-
-def _exists_without_proc(pid: int) -> float | None:
-    """No /proc (not Linux): existence only, with no creation time to compare."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return float("-inf")
 
 
 def process_alive(pid: int, recorded_at: float) -> bool:
@@ -283,16 +280,9 @@ def worker_host(tags: dict[str, str], location: str | None, hostname: str,
     if not isinstance(grpc, dict):
         return None                    # not launched into a code server (e.g. run in a script)
     address = str(grpc.get("host") or "")
-    if grpc.get("socket") or address in ("localhost", "") or _is_loopback(address):
+    if grpc.get("socket") or address in ("localhost", "", "::1") or address.startswith("127."):
         return hostname if location is not None and tags.get(CODE_LOCATION_TAG) == location else None
     return hostname if address == hostname or is_here(address) else address
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _statuses(names: Sequence[str]) -> list[dg.DagsterRunStatus]:
@@ -351,7 +341,8 @@ def handle_dead_runs(instance: dg.DagsterInstance, *, job_names: Sequence[str] |
     hostname = hostname or socket.gethostname()
     now = time.time()
     facts = gather_run_facts(instance, job_names=job_names, location=location, hostname=hostname)
-    gone = track_gone_workers(facts, previous or {}, now=now, is_alive=process_alive)
+    here = [f for f in facts if f.worker_host == hostname]         # other hosts' pids say nothing
+    gone = track_gone_workers(here, previous or {}, now=now, is_alive=process_alive)
     facts = [replace(f, worker_gone_since=gone.get(f.run_id)) for f in facts]
     report = WatchdogReport(checked=len(facts), gone=gone)
     observed = {f.run_id: f.status for f in facts}
