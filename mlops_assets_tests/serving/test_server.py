@@ -211,6 +211,13 @@ def test_request_log_writes_sampled_parquet_partitions(models, rows, tmp_path):
     identified = logged.filter(pl.col("loan_id").is_not_null())
     rescored = [bundle.score_frame(identified[i : i + 1])["score"][0] for i in range(identified.height)]
     assert rescored == identified["score"].to_list()
+    # The pipeline's own validation takes it as raw data: columns, types, keys and values pass;
+    # only the batch-size rules (row count, null share of 16 rows) can object to a file this small.
+    from mlops_assets.core.validation import validate_batch
+
+    report = validate_batch(identified, spec)
+    assert {v.check for v in report.violations} <= {"row_count", "nulls"}, report.message()
+    assert report.for_check("row_count")
 
 
 def test_request_log_config_names_the_bad_field(tmp_path):
