@@ -220,8 +220,9 @@ def main() -> None:
         servers = [
             ours("ours"),
             ours("ours_threadpool", "--inline-max-rows", "0"),
-            Server("mlflow", [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{models.spec.name}/{version}",
-                              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port)],
+            Server("mlflow", [str(BIN / "mlflow"), "models", "serve",
+                              "-m", f"models:/{models.spec.name}/{version}", "--env-manager", "local",
+                              "--host", "127.0.0.1", "--port", str(mlflow_port)],
                    mlflow_port, "/invocations", lambda row: {"dataframe_records": [row]}, env, workdir),
         ]
         startup = {s.name: round(s.wait_ready("/readyz" if s.name.startswith("ours") else "/ping"), 2)
@@ -259,8 +260,9 @@ def main() -> None:
         "p99_ratio_vs_mlflow": round(at8_ours["p99_ms"] / at8_mlflow["p99_ms"], 4) if at8_ours else None,
         "throughput_ratio_vs_mlflow": (round(at8_ours["throughput_rps"] / at8_mlflow["throughput_rps"], 3)
                                        if at8_ours else None),
-        "cpu_per_request_ratio_vs_mlflow": (round(at8_ours["server_cpu_ms_per_request"]
-                                                  / at8_mlflow["server_cpu_ms_per_request"], 4) if at8_ours else None),
+        "cpu_per_request_ratio_vs_mlflow": (
+            round(at8_ours["server_cpu_ms_per_request"] / at8_mlflow["server_cpu_ms_per_request"], 4)
+            if at8_ours else None),
         "ours": results["ours"],
         "mlflow": results["mlflow"],
         "ours_threadpool": results["ours_threadpool"],

@@ -22,6 +22,7 @@ from typing import Any
 from mlops_assets.spec import PipelineSpec
 
 BATCH_KEY = "rows"
+ROW_FIELD = "row"
 MAX_REPORTED_ERRORS = 50
 
 
@@ -35,7 +36,10 @@ class FieldError:
     row: int | None = None
 
     def to_dict(self) -> dict:
-        loc: list = [BATCH_KEY, self.row, self.field] if self.row is not None else [self.field]
+        if self.row is None:
+            loc: list = [self.field]
+        else:   # a whole row that is not an object is located by its index alone
+            loc = [BATCH_KEY, self.row] if self.field == ROW_FIELD else [BATCH_KEY, self.row, self.field]
         return {"loc": loc, "field": self.field, "row": self.row, "rule": self.rule, "msg": self.message}
 
 
@@ -56,7 +60,9 @@ class RequestRejected(Exception):
 
 
 def _describe(error: FieldError) -> str:
-    where = f"rows[{error.row}].{error.field}" if error.row is not None else error.field
+    if error.row is None:
+        return f"{error.field}: {error.message}"
+    where = f"rows[{error.row}]" + ("" if error.field == ROW_FIELD else f".{error.field}")
     return f"{where}: {error.message}"
 
 
@@ -133,8 +139,8 @@ class RequestSchema:
 
     def _parse_row(self, row: Any, index: int | None, parsed: ParsedRequest, errors: list[FieldError]) -> None:
         if not isinstance(row, dict):
-            errors.append(FieldError(BATCH_KEY if index is None else f"{BATCH_KEY}[{index}]", "type",
-                                     f"a row must be a JSON object, got {_json_type(row)}", index))
+            errors.append(FieldError(ROW_FIELD, "type", f"a row must be a JSON object, got {_json_type(row)}",
+                                     index))
             return
         if len(row) > len(self.allowed_fields) or not self.allowed_fields.issuperset(row):
             for name in row:

@@ -57,14 +57,16 @@ class ServedModel:
 
         where = f"{spec.name} v{version}"
         if bundle.task != spec.task:
-            raise ModelNotServable(f"{where}: the bundle is a {bundle.task} model but the spec's task is {spec.task}")
+            raise ModelNotServable(
+                f"{where}: the bundle is a {bundle.task} model but the spec's task is {spec.task}")
         encoder = bundle.encoder
         spec_index = {name: i for i, name in enumerate(spec.feature_names)}
         kinds = spec.feature_types
         plan = []
         for name in encoder.feature_names:
             if name not in spec_index:
-                raise ModelNotServable(f"{where}: the bundle needs feature '{name}', which the spec does not declare")
+                raise ModelNotServable(
+                    f"{where}: the bundle needs feature '{name}', which the spec does not declare")
             if encoder.kinds[name] != kinds[name]:
                 raise ModelNotServable(f"{where}: feature '{name}' is {encoder.kinds[name]} in the bundle but "
                                        f"{kinds[name]} in the spec")

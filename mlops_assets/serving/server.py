@@ -161,7 +161,8 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
     routes = [Route(PREDICT, predict, methods=["POST"]), Route(HEALTHZ, healthz, methods=["GET"]),
               Route(READYZ, readyz, methods=["GET"]), Route(METRICS, metrics_endpoint, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=frozenset({PREDICT, HEALTHZ, READYZ, METRICS}))
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       endpoints=frozenset({PREDICT, HEALTHZ, READYZ, METRICS}))
     app.state.watcher, app.state.metrics, app.state.request_log = watcher, metrics, log
     return app
 

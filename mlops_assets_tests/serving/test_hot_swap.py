@@ -145,7 +145,8 @@ class Client:
         while not self.stop.is_set():
             index = (index + 1) % len(self.bodies)
             try:
-                conn.request("POST", "/predict", body=self.bodies[index], headers={"Content-Type": "application/json"})
+                conn.request("POST", "/predict", body=self.bodies[index],
+                             headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 body = response.read()
                 if response.status != 200:

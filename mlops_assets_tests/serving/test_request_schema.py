@@ -88,7 +88,8 @@ def test_nulls_only_where_the_spec_allows_them(spec, good_row):
 
 def test_unseen_category_is_valid_only_without_declared_categories(spec, good_row):
     schema = RequestSchema(spec)
-    assert schema.parse({**good_row, "region": "atlantis"}).values[0][spec.feature_names.index("region")] == "atlantis"
+    region = spec.feature_names.index("region")
+    assert schema.parse({**good_row, "region": "atlantis"}).values[0][region] == "atlantis"
     assert rules(rejection(schema, {**good_row, "home_ownership": "atlantis"})) == {
         (None, "home_ownership", "categories")}
 
@@ -104,8 +105,9 @@ def test_missing_and_unknown_fields(spec, good_row):
 def test_batch_errors_name_the_row(spec, good_row):
     rows = [good_row, {**good_row, "age": 5}, "not a row", {**good_row, "purpose": None}]
     exc = rejection(RequestSchema(spec), {"rows": rows})
-    assert rules(exc) == {(1, "age", "min"), (2, "rows[2]", "type"), (3, "purpose", "not_null")}
-    assert exc.to_dict()["detail"][0]["loc"] == ["rows", 1, "age"]
+    assert rules(exc) == {(1, "age", "min"), (2, "row", "type"), (3, "purpose", "not_null")}
+    assert [e["loc"] for e in exc.to_dict()["detail"]] == [["rows", 1, "age"], ["rows", 2], ["rows", 3, "purpose"]]
+    assert "rows[2]: a row must be a JSON object, got a string" in str(exc)
 
 
 def test_batch_size_and_body_shape(spec, good_row):
