@@ -76,7 +76,7 @@ class Broker(Protocol):
         """Create the stream and group if missing; a new group starts at the beginning."""
 
     def read_new(self, stream: str, group: str, consumer: str, count: int, max_wait_ms: int) -> list[Message]:
-        """Up to `count` messages never delivered to the group, waiting at most `max_wait_ms`."""
+        """Up to `count` messages never delivered to the group, waiting at most `max_wait_ms` (0: none)."""
 
     def read_own_pending(self, stream: str, group: str, consumer: str) -> list[Message]:
         """Every message delivered to `consumer` and not acknowledged, as one batch."""

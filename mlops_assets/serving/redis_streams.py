@@ -20,6 +20,7 @@ from mlops_assets.serving.broker import BrokerError, ConsumerInfo, GroupInfo, Me
 logger = logging.getLogger("mlops_assets.stream")
 
 PAYLOAD_FIELD = b"data"
+MAX_BLOCK_MS = 30_000
 _PUBLISH_CHUNK = 5_000
 
 # Acknowledge first; publish a record only for ids this very call acknowledged. Scripts run
@@ -62,9 +63,14 @@ class RedisStreamsBroker:
     @classmethod
     def from_url(cls, url: str) -> RedisStreamsBroker:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        # No socket timeout: XREADGROUP BLOCK holds the socket for up to max_wait_ms.
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        # No client-side retries: a retried XREADGROUP could deliver a batch into the PEL whose
+        # reply is never seen. Errors must surface, so the consumer re-reads its pending set.
+        # The socket timeout stays above the longest BLOCK the consumer asks for (30 s).
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=MAX_BLOCK_MS / 1000 * 2,
+                                      retry=Retry(NoBackoff(), 0), health_check_interval=30)
         where = client.connection_pool.connection_kwargs
         broker = cls(client, description=f"redis at {where.get('host', where.get('path'))}:{where.get('port', '')}")
         with broker._errors("connect"):
@@ -94,10 +100,12 @@ class RedisStreamsBroker:
                     raise
 
     def read_new(self, stream: str, group: str, consumer: str, count: int, max_wait_ms: int) -> list[Message]:
+        if not 0 <= max_wait_ms <= MAX_BLOCK_MS:
+            raise ValueError(f"max_wait_ms: must be within 0..{MAX_BLOCK_MS}, got {max_wait_ms}")
         with self._errors(f"read '{stream}'"):
             reply = self._redis.xreadgroup(
                 group, consumer, {stream: ">"}, count=count,
-                block=max_wait_ms if max_wait_ms > 0 else None,
+                block=max_wait_ms or None,   # 0: return at once (Redis reads BLOCK 0 as "forever")
             )
         return _messages(reply)
 

@@ -74,6 +74,7 @@ class ConsumerStats:
     redelivered_batches: int = 0      # own pending batch re-read after a restart, or claimed
     duplicate_commits: int = 0        # messages already committed by another consumer
     model_switches: int = 0
+    broker_errors: int = 0            # failed broker calls (each retried)
     model_version: str | None = None
     last_batch_at: float | None = None
 
@@ -109,6 +110,9 @@ class StreamConsumer:
         _require(batch_size, "batch_size", int, 1)
         # >= 1: a non-blocking read would spin on an idle stream (and Redis reads BLOCK 0 as "forever").
         _require(max_wait_ms, "max_wait_ms", int, 1)
+        if max_wait_ms > 30_000:
+            raise ValueError(f"max_wait_ms: must be at most 30000 (the broker's socket timeout is twice that), "
+                             f"got {max_wait_ms}")
         for name, value in (("champion_check_seconds", champion_check_seconds),
                             ("claim_idle_seconds", claim_idle_seconds),
                             ("broker_retry_seconds", broker_retry_seconds)):
@@ -128,6 +132,7 @@ class StreamConsumer:
         self._last_champion_check = float("-inf")
         self._alias_gone_logged = False
         self._last_claim_check = float("-inf")
+        self._resync = False   # a broker call failed: a read may have delivered a batch we never saw
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> ConsumerStats:
@@ -143,6 +148,16 @@ class StreamConsumer:
             self._process(pending)
         while not stop.is_set():
             self._check_champion()
+            if self._resync:
+                # A failed read may still have delivered its batch into our pending set: take
+                # exactly that set next, on its own, before any new message.
+                self._resync = False
+                pending = self._with_retry(stop, lambda: self.broker.read_own_pending(names.events, names.group, me))
+                if pending:
+                    logger.warning("consumer '%s' re-reads %d messages delivered during a broker error",
+                                   me, len(pending))
+                    self._process(pending)
+                continue
             batch = self._claim_if_due(stop) or self._with_retry(
                 stop, lambda: self.broker.read_new(names.events, names.group, me, self.batch_size, self.max_wait_ms))
             if batch:
@@ -166,6 +181,8 @@ class StreamConsumer:
             try:
                 return call()
             except BrokerError as exc:
+                self._resync = True
+                self.stats.broker_errors += 1
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > self.broker_retry_seconds:

@@ -205,3 +205,44 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(stream_models, broker
     assert stats["scored"] == committed
     assert read_output_files(tmp_path / "out").height == committed
     assert len(read_stream(broker, stream_names.output)) == committed
+
+
+def test_dropped_broker_connections_lose_and_double_nothing(stream_models, broker, stream_names,
+                                                            redis_server, tmp_path):
+    """The server cuts the consumer's connections (CLIENT KILL) mid-stream, while it is busy
+    and while it waits in a blocking read. Broker errors surface (no client-side retries), the
+    consumer reconnects, re-reads whatever a cut read delivered into its pending set, and the
+    output still holds each event once."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)          # the test's own client, with retries
+    consumer = make_consumer(stream_models, broker, stream_names, tmp_path / "out", batch_size=200,
+                             max_wait_ms=1_000, champion_check_seconds=3_600, broker_retry_seconds=120)
+
+    def committed() -> int:
+        info = admin.xinfo_groups(stream_names.events)[0]
+        return int(info["entries-read"] or 0) - int(info["pending"])
+
+    def cut() -> None:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+
+    ids: list[str] = []
+    with ConsumerThread(consumer) as running:
+        for round_ in range(4):
+            ids += broker.publish(stream_names.events, loan_events(3_000, id_offset=10_000 * round_))
+            total = len(ids)
+            wait_for(committed, lambda n, t=total - 2_000: n >= t, "a third of the round", alive=running.problem)
+            cut()                                    # busy: reading, scoring, writing or committing
+            wait_for(committed, lambda n, t=total: n >= t, "the round", alive=running.problem)
+            errors = consumer.stats.broker_errors
+            time.sleep(0.3)                          # idle: blocked in XREADGROUP
+            cut()
+            wait_for(lambda: consumer.stats.broker_errors, lambda n, e=errors: n > e, "the idle cut to be felt",
+                     alive=running.problem)
+    assert consumer.stats.broker_errors >= 4
+    out = read_output_files(tmp_path / "out")
+    assert out.height == len(ids) == 12_000 and sorted(out["event_id"].to_list()) == sorted(ids)
+    scored = [f["event_id"] for _, f in read_stream(broker, stream_names.output)]
+    assert len(scored) == len(ids) and set(scored) == set(ids)
+    info = broker.group_info(stream_names.events, stream_names.group)
+    assert (info.lag, info.pending) == (0, 0)

@@ -94,6 +94,7 @@ def test_batch_key_is_first_and_last_message_id():
     ("batch_size", 0, "batch_size: must be a number >= 1, got 0"),
     ("batch_size", 2.5, "batch_size: must be a number >= 1, got 2.5"),
     ("max_wait_ms", 0, "max_wait_ms: must be a number >= 1, got 0"),
+    ("max_wait_ms", 30_001, "max_wait_ms: must be at most 30000 (the broker's socket timeout is twice that), got 30001"),
     ("champion_check_seconds", 0, "champion_check_seconds: must be a number > 0, got 0"),
     ("claim_idle_seconds", "soon", "claim_idle_seconds: must be a number > 0, got 'soon'"),
 ])
