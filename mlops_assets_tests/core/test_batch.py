@@ -74,7 +74,7 @@ def test_output_is_the_asset_table_for_every_task(trained, tmp_path, task):
     assert result.rows == features.height == 6000
     assert result.destination == dest
     assert result.column_schema == {name: str(dtype) for name, dtype in expected.schema.items()}
-    assert list(result.column_schema)[0] == spec.id_column
+    assert next(iter(result.column_schema)) == spec.id_column
     assert list(result.column_schema)[-2:] == ["model_version", "scored_at"]
     if task == "binary":
         assert result.mean_score == pytest.approx(float(ours["score"].mean()), rel=1e-12)
@@ -190,7 +190,7 @@ def test_failure_while_streaming_keeps_the_previous_output(trained, tmp_path):
 
 def test_bad_arguments(trained, tmp_path):
     spec, bundle, _, path = trained["binary"]
-    kwargs = dict(id_column=spec.id_column, model_version="7")
+    kwargs = {"id_column": spec.id_column, "model_version": "7"}
     with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
         score_parquet(bundle, path, tmp_path / "p.parquet", chunk_rows=0, **kwargs)
     with pytest.raises(ValueError, match="threads must be >= 1"):

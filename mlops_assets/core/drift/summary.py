@@ -115,9 +115,9 @@ def _page(result: DriftResult, rows: list[tuple[str, FeatureDrift]], title: str,
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<div class='verdict {verdict_class}'><b>{headline}.</b> {esc(result.message)}</div>",
-        f"<p class='muted'>Reference rows: {result.n_reference:,}; current rows: {result.n_current:,}. "
-        f"The data set drifts when a share of {result.share_threshold:.2f} of its features drift. "
-        "Severity is how far a score is past its threshold: above 1 means drifted.</p>",
+        (f"<p class='muted'>Reference rows: {result.n_reference:,}; current rows: {result.n_current:,}. "
+         f"The data set drifts when a share of {result.share_threshold:.2f} of its features drift. "
+         "Severity is how far a score is past its threshold: above 1 means drifted.</p>"),
     ]
     if rows:
         parts.append(
