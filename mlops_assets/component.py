@@ -16,8 +16,9 @@ attribute or a wrong type fails when the definitions load, with the YAML path na
 Relative paths (`source.path`, `ground_truth.path`, `state_dir`, a local `storage_uri`)
 resolve against the folder that holds the `defs.yaml`.
 
-This module imports only dagster and the spec; `build_mlops_defs` (and with it every
-stage) is imported when the definitions are built.
+Loading this module imports dagster and the spec; the stages come in when the definitions
+are built, and the heavy libraries (torch, mlflow, evidently, onnxruntime, lightgbm) only
+inside the asset bodies that use them (`mlops_assets_tests/test_imports.py` checks it).
 """
 
 from __future__ import annotations

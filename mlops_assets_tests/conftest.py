@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 import pytest
@@ -47,3 +50,35 @@ def loans_drifted() -> pl.DataFrame:
     from mlops_assets.demo.data import generate_loans
 
     return pl.from_pandas(generate_loans(6_000, day=dt.date(2026, 1, 2), seed=3, drift=0.9, id_offset=10_000_000))
+
+
+WEBHOOK_SECRET = "T000-SECRET-TOKEN-42"
+
+
+@pytest.fixture
+def webhook():
+    """A real webhook receiver; `fail_first` makes its first N requests answer 500."""
+    state = {"bodies": [], "fail_first": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if state["fail_first"] > 0:
+                state["fail_first"] -= 1
+                self.send_response(500)
+                self.end_headers()
+                return
+            state["bodies"].append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hooks/{WEBHOOK_SECRET}"
+    yield state
+    server.shutdown()
+    server.server_close()

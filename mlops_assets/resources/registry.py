@@ -25,7 +25,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.core.bundle import ModelBundle
-from mlops_assets.redaction import redact_uri
+from mlops_assets.redaction import redact_text, redact_uri, uri_secrets
 from mlops_assets.resources.bundle_cache import BundleCache, manifest_digest
 
 CHAMPION = "champion"
@@ -33,6 +33,7 @@ CHALLENGER = "challenger"
 MANIFEST_TAG = "bundle_manifest"
 DIGEST_TAG = "bundle_sha256"
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST"}
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _MLFLOW_LOCK = threading.Lock()  # mlflow's fluent API keeps the tracking URI in a global
 
 
@@ -87,6 +88,9 @@ class MLflowRegistry(dg.ConfigurableResource):
         import mlflow
 
         with _MLFLOW_LOCK:
+            # set_tracking_uri also writes MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI into the
+            # environment; restore those exactly, or every later subprocess inherits our store.
+            saved_env = {k: os.environ.get(k) for k in _MLFLOW_ENV}
             old_t, old_r = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
@@ -95,6 +99,11 @@ class MLflowRegistry(dg.ConfigurableResource):
             finally:
                 mlflow.set_tracking_uri(old_t)
                 mlflow.set_registry_uri(old_r)
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
     def _call(self, what: str, fn: Callable[[], Any], *, not_found: Any = ...) -> Any:
         """Run a registry call with retries. `not_found` (when given) is returned for
@@ -113,10 +122,12 @@ class MLflowRegistry(dg.ConfigurableResource):
                 last = exc
             if attempt + 1 < self.attempts:
                 time.sleep(self.retry_delay_s * (2**attempt))
+        # `from None`: the original exception's text (and traceback) can carry the URI's credentials.
+        cause = redact_text(str(last), uri_secrets(self.tracking_uri) + uri_secrets(self.registry_uri))
         raise RegistryError(
             f"MLflow registry at {redact_uri(self.tracking_uri)}: {what} failed after {self.attempts} "
-            f"attempts: {type(last).__name__}: {str(last)[:300]}"
-        ) from last
+            f"attempts: {type(last).__name__}: {cause[:300]}"
+        ) from None
 
     def _cache(self) -> BundleCache:
         root = self.cache_dir or os.path.join(tempfile.gettempdir(), f"mlops-assets-{os.getuid()}", "bundles")

@@ -80,3 +80,14 @@ def assert_definition(world: StageWorld, stage: Stage, *, deps, kinds, checks=()
     assert all(c.blocking for c in found.values())
     assert stage in LIFECYCLE or stage in (Stage.GROUND_TRUTH, Stage.MODEL_PERFORMANCE)
     return world.pipeline.asset_spec(stage)
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's message with its causes, as one string."""
+    parts = []
+    for event in result.get_step_failure_events():
+        error = event.event_specific_data.error
+        while error is not None:
+            parts.append(error.message)
+            error = error.cause
+    return "\n".join(parts)

@@ -1,12 +1,16 @@
 """`raw_data`: its definition, and ingesting one arrival on its own."""
 
+import datetime as dt
 import os
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
-from mlops_assets.pipeline import Stage
+from mlops_assets.definitions import build_mlops_defs
+from mlops_assets.demo.data import write_day
+from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.sources.keys import PartitionKeyError
 from mlops_assets_tests.stages.harness import assert_definition
 
@@ -56,3 +60,28 @@ def test_a_partition_key_that_climbs_out_is_refused_before_any_file_is_touched(w
     with pytest.raises(PartitionKeyError):
         arrival_uri(world.spec.source.path, key)
     assert victim.read_text() == "precious"
+
+
+def test_an_unreadable_file_does_not_block_the_next(spec):
+    defs = build_mlops_defs(spec)
+    names = Pipeline(spec)
+    landing = spec.source.path
+    good = write_day(landing, dt.date(2026, 1, 2), n_rows=300)
+    bad = good.with_name("loans_2026-01-01.parquet")
+    bad.write_bytes(b"PAR1 this is not parquet")
+    job = defs.resolve_job_def(names.job("ingest"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(names.partitions_name, [bad.name, good.name])
+        failed = job.execute_in_process(instance=instance, partition_key=bad.name, raise_on_error=False,
+                                        asset_selection=[names.key("raw_data")])
+        assert not failed.success
+        failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "quarantined" in failure.event_specific_data.error.message
+        moved = bad.parent / "_quarantine" / bad.name
+        assert moved.exists() and not bad.exists()
+        assert "unreadable" in (moved.parent / (bad.name + ".reason.txt")).read_text()
+        record = defs.resources[names.storage_key].read_json(names.layout.quarantine_record(bad.name))
+        assert record["moved_to"] == str(moved)
+        ok = job.execute_in_process(instance=instance, partition_key=good.name,
+                                    asset_selection=[names.key("raw_data"), names.key("validated_features")])
+        assert ok.success

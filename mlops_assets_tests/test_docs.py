@@ -2,7 +2,7 @@ from pathlib import Path
 
 from mlops_assets.spec_reference import render
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configuration_reference_is_current():

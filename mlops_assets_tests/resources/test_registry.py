@@ -1,0 +1,114 @@
+"""The MLflow registry resource on a real sqlite store: versions, tags, trials, the bundle cache."""
+
+import pytest
+
+from mlops_assets.core.features import prepare_features
+from mlops_assets.core.training import assemble_training_frame, train_from_frame
+from mlops_assets.resources.registry import MLflowRegistry
+from mlops_assets.spec import PipelineSpec
+
+
+def test_search_trials_are_nested_runs_and_version_is_a_candidate(tmp_path, spec, loans_day1):
+    data = spec.model_dump(mode="json")
+    data["model"]["search"] = {"strategy": "grid", "space": {"num_leaves": {"values": [4, 16]}}}
+    
+    s = PipelineSpec.from_dict(data)
+    out = train_from_frame(assemble_training_frame([prepare_features(loans_day1, s)], s), s)
+    bundle_dir = out.bundle.save(tmp_path / "bundle")
+    registry = MLflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                              artifact_location=str(tmp_path / "artifacts"))
+    trials = [{"index": t.index, "params": t.params, "score": t.score, "seconds": t.seconds,
+               "metric": out.search.metric, "best": t is out.search.best} for t in out.search.trials]
+    ref = registry.log_candidate(
+        "demo", bundle_dir, params=out.model.params, metrics={"train_rows": out.train_rows},
+        tags={"dagster_run_id": "r1", "approval": "pending"}, run_name="demo test", trials=trials,
+    )
+    exp_id, run_id, version = ref.experiment_id, ref.run_id, ref.version
+    assert version == "1"
+    client = registry.client()
+    children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert len(children) == 2
+    assert {c.data.tags["best"] for c in children} == {"true", "false"}
+    assert all(f"valid_{out.search.metric}" in c.data.metrics for c in children)
+    info = registry.get_version("demo", "1")
+    assert info.tags["approval"] == "pending" and info.aliases == []
+    assert registry.version_by_alias("demo", "champion") is None
+    assert registry.load_bundle("demo", "1").onnx_bytes == out.bundle.onnx_bytes
+
+
+def _log_model(registry, spec, frame, tmp_path, name="bundle"):
+    out = train_from_frame(assemble_training_frame([prepare_features(frame, spec)], spec), spec)
+    bundle_dir = out.bundle.save(tmp_path / name / "bundle")
+    ref = registry.log_candidate("demo", bundle_dir, params={}, metrics={}, tags={"approval": "pending"},
+                                 run_name="demo test")
+    return ref, out.bundle
+
+
+def test_a_recreated_store_at_the_same_path_never_serves_the_old_model(tmp_path):
+    """Every `make demo` recreates its store in a new process: version 1 must then be the new
+    store's version 1, though the bundle cache (shared across stores) still holds the old one."""
+    import shutil
+    import subprocess
+    import sys
+
+    store, cache = tmp_path / "store", tmp_path / "cache"
+
+    def run(num_leaves: int, seed: int) -> dict:
+        store.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-m", "mlops_assets_tests.resources.store_worker", str(tmp_path / "w"), str(store),
+             str(cache), str(num_leaves), str(seed)], check=False, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        line = out.stdout.strip().splitlines()[-1]
+        return dict(part.split("=") for part in line.split())
+
+    first = run(31, 1)
+    shutil.rmtree(store)
+    second = run(7, 2)
+    assert first["logged"] != second["logged"]
+    assert first["loaded"] == first["logged"] and second["loaded"] == second["logged"]
+    assert len(list((cache / "demo").iterdir())) == 2     # both entries kept, keyed apart
+
+
+def test_the_cache_is_private_and_a_tampered_entry_is_fetched_again(tmp_path, spec, loans_day1):
+    import stat
+
+    registry = MLflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                              artifact_location=str(tmp_path / "art"), cache_dir=str(tmp_path / "cache"))
+    _, bundle = _log_model(registry, spec, loans_day1, tmp_path)
+    cached = registry.bundle_dir("demo", "1")
+    assert cached.is_relative_to(tmp_path / "cache")
+    for folder in (tmp_path / "cache", cached.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    (cached / "model.onnx").write_bytes(b"tampered")
+    assert registry.load_bundle("demo", "1").onnx_bytes == bundle.onnx_bytes
+
+
+def test_a_failing_registry_fails_closed_instead_of_reporting_no_champion(tmp_path, monkeypatch):
+    """An HTTP 503 from the tracking server is an error, never "there is no champion"."""
+    import http.server
+    import threading
+
+    from mlops_assets.resources.registry import RegistryError
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        url = f"http://user:s3cret@127.0.0.1:{server.server_address[1]}"
+        registry = MLflowRegistry(tracking_uri=url, attempts=2, retry_delay_s=0.01)
+        with pytest.raises(RegistryError, match="get model 'demo' failed after 2 attempts") as err:
+            registry.champion("demo")
+        assert "s3cret" not in str(err.value)
+    finally:
+        server.shutdown()
