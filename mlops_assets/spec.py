@@ -84,6 +84,19 @@ class SourceSpec(_Strict):
     require_success_marker: bool = Field(
         False, description="Only pick up a file once '<file>._SUCCESS' exists next to it."
     )
+    complete_within_seconds: float = Field(
+        3600.0, ge=0, description="A settled file that still looks unfinished (a Parquet file without its "
+        "footer, a CSV without a final line break, an empty file) waits this long for its producer, then "
+        "goes to raw_data, which quarantines it if it cannot be read.",
+    )
+    allow_symlinks: bool = Field(
+        False, description="Follow symbolic links in the landing folder. Off: a link is quarantined (the "
+        "link itself, never its target) and its target is never read.",
+    )
+    on_change: Literal["report", "reingest"] = Field(
+        "report", description="A file whose content changes after it was ingested: 'report' alerts and keeps "
+        "what the partition holds; 'reingest' runs the partition again on the new content.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSpec:
@@ -92,6 +105,17 @@ class SourceSpec(_Strict):
         if self.asset_key is not None and not self.asset_key:
             raise ValueError("'asset_key' must have at least one part")
         return self
+
+
+class LimitsSpec(_Strict):
+    """Bounds on one arriving file, checked before it is loaded (Parquet: from its footer)."""
+
+    max_file_bytes: int = Field(2 * 1024**3, ge=1, description="Largest file accepted, in bytes (2 GiB).")
+    max_rows: int = Field(50_000_000, ge=1, description="Most rows in one file.")
+    max_columns: int = Field(2_000, ge=1, description="Most columns in one file.")
+    max_cells: int = Field(
+        500_000_000, ge=1, description="Most rows x columns in one file: what bounds the memory one file takes.",
+    )
 
 
 class SplitSpec(_Strict):
@@ -328,6 +352,7 @@ class PipelineSpec(_Strict):
 
     name: str = Field(description="Lower-case identifier: asset key prefix, group and MLflow model name.")
     source: SourceSpec
+    limits: LimitsSpec = LimitsSpec()
     target: str
     task: TaskType = "binary"
     classes: list[str | int] | None = Field(
