@@ -24,6 +24,7 @@ from mlops_assets.automation.schedules import (
     build_monitoring_schedule,
     build_performance_schedule,
 )
+from mlops_assets.automation.watchdog import build_dead_run_watchdog_sensor
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
 from mlops_assets.spec import PipelineSpec, SpecError
@@ -91,11 +92,19 @@ def build_mlops_defs(
     schedules = [build_batch_inference_schedule(pipeline, jobs), build_monitoring_schedule(pipeline, jobs)]
     if jobs.performance is not None:
         schedules.append(build_performance_schedule(pipeline, jobs.performance))
+    rollback = build_rollback_job(pipeline)
     return dg.Definitions(
         assets=[STAGE_BUILDERS[stage](pipeline) for stage in pipeline.stages],
-        jobs=[*jobs.all(), build_rollback_job(pipeline)],
+        jobs=[*jobs.all(), rollback],
         sensors=[build_new_data_sensor(pipeline, jobs), build_retrain_sensor(pipeline, jobs),
-                 build_run_failure_sensor(pipeline, jobs, notifier)],
+                 build_run_failure_sensor(pipeline, jobs, notifier),
+                 build_dead_run_watchdog_sensor(
+                     pipeline.sensor("dead_runs"), [j.name for j in [*jobs.all(), rollback]],
+                     minimum_interval_seconds=spec.automation.watchdog_interval_seconds,
+                     grace_seconds=spec.automation.watchdog_grace_seconds,
+                     # Resolved when an alert is sent, like the run-failure sensor's (EnvVar secrets).
+                     notify=lambda *alert: notifier.process_config_and_initialize().send(*alert),
+                 )],
         schedules=schedules,
         resources={
             pipeline.storage_key: storage or default_storage(spec),

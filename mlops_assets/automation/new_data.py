@@ -6,11 +6,12 @@ import time
 import dagster as dg
 
 from mlops_assets.automation.jobs import PREPARE_STAGES, PipelineJobs
-from mlops_assets.pipeline import Pipeline, Stage
+from mlops_assets.pipeline import Pipeline
 from mlops_assets.signals import SOURCE_FILE_TAG, TRIGGER_TAG
 from mlops_assets.sources.keys import partition_key_for_file
 from mlops_assets.sources.local import Arrival, ArrivalCursor, ArrivalScan, scan_arrivals
 from mlops_assets.sources.s3 import dump_s3_cursor, parse_s3_cursor, s3_client, scan_s3_arrivals
+from mlops_assets.state import champion_of_record
 
 NAME_CACHE_SECONDS = 600
 
@@ -88,22 +89,8 @@ def build_new_data_sensor(pipeline: Pipeline, jobs: PipelineJobs) -> dg.SensorDe
                 else "no new files"
             return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
 
-        has_champion = instance.get_latest_materialization_event(pipeline.key(Stage.REGISTERED_MODEL)) is not None
-        requests = []
-        for i, (key, arrival) in enumerate(fresh):
-            tags = {SOURCE_FILE_TAG: arrival.path, TRIGGER_TAG: "new_data"}
-            run_key = f"{key}:{arrival.size}:{arrival.arrived_ns}"
-            if has_champion:
-                requests.append(dg.RunRequest(run_key=run_key, partition_key=key, job_name=jobs.ingest.name, tags=tags))
-            elif i < len(fresh) - 1:
-                # Before the first champion: prepare every file, bootstrap on the newest.
-                requests.append(dg.RunRequest(
-                    run_key=run_key, partition_key=key, job_name=jobs.ingest.name, tags=tags,
-                    asset_selection=pipeline.keys(PREPARE_STAGES),
-                ))
-            else:
-                requests.append(dg.RunRequest(run_key=run_key, partition_key=key, job_name=jobs.bootstrap.name,
-                                              tags={**tags, TRIGGER_TAG: "bootstrap"}))
+        requests = arrival_requests(pipeline, jobs, fresh, has_champion=champion_of_record(instance, pipeline)
+                                    is not None, first_ever=not instance.get_dynamic_partitions(pipeline.partitions_name))
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[pipeline.partitions_def.build_add_request([k for k, _ in fresh])],
@@ -111,3 +98,24 @@ def build_new_data_sensor(pipeline: Pipeline, jobs: PipelineJobs) -> dg.SensorDe
         )
 
     return new_data_sensor
+
+
+def arrival_requests(pipeline: Pipeline, jobs: PipelineJobs, fresh: list, *, has_champion: bool,
+                     first_ever: bool) -> list[dg.RunRequest]:
+    """One run per new arrival. With a champion: the ingest job (validate, score, check drift).
+    Before the first champion: a lone first file runs the whole lifecycle at once; several
+    files are only prepared (validated), and the retrain sensor bootstraps once every one of
+    them is validated, so no partition misses the first training set."""
+    requests = []
+    for key, arrival in fresh:
+        tags = {SOURCE_FILE_TAG: arrival.path, TRIGGER_TAG: "new_data"}
+        run_key = f"{key}:{arrival.size}:{arrival.arrived_ns}"
+        if has_champion:
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=key, job_name=jobs.ingest.name, tags=tags))
+        elif first_ever and len(fresh) == 1:
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=key, job_name=jobs.bootstrap.name,
+                                          tags={**tags, TRIGGER_TAG: "bootstrap"}))
+        else:
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=key, job_name=jobs.ingest.name, tags=tags,
+                                          asset_selection=pipeline.keys(PREPARE_STAGES)))
+    return requests

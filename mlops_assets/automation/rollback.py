@@ -7,10 +7,13 @@ from pydantic import Field
 from mlops_assets.core.gate import Approval
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources.registry import CHAMPION, VersionInfo
-from mlops_assets.signals import APPROVAL, MODEL_VERSION
+from mlops_assets.signals import APPROVAL, MODEL_VERSION, ROLLED_BACK_FROM
+from mlops_assets.state import champion_of_record
 
 
 def _promotable(version: VersionInfo) -> bool:
+    if version.tags.get("rolled_back") == "true":
+        return False
     try:
         return Approval(version.tags.get(APPROVAL, "")).promotable
     except ValueError:
@@ -56,19 +59,16 @@ def build_rollback_job(pipeline: Pipeline) -> dg.JobDefinition:
         if not config.reason.strip():
             raise RollbackError("a rollback needs a reason")
         res = pipeline.resources(context)
-        registry = res.registry
-        current = registry.version_by_alias(pipeline.model_name, CHAMPION)
+        # The champion of record (the last promotion or rollback this pipeline recorded), so a
+        # re-run after a crash rolls back from the same version to the same target.
+        recorded = champion_of_record(context.instance, pipeline)
+        current = (res.registry.get_version(pipeline.model_name, recorded) if recorded
+                   else res.registry.champion(pipeline.model_name))
         if current is None:
             raise RollbackError(f"model '{pipeline.model_name}' has no champion to roll back")
-        target = choose_rollback_target(registry.list_versions(pipeline.model_name), current, config.to_version)
-        registry.set_tags(pipeline.model_name, target.version, {
-            "rollback_reason": config.reason, "rolled_back_from": current.version,
-            "rolled_back_by_run": context.run.run_id, "previous_champion": current.version,
-        })
-        registry.set_tags(pipeline.model_name, current.version, {
-            "rolled_back": "true", "rollback_reason": config.reason,
-        })
-        registry.set_alias(pipeline.model_name, CHAMPION, target.version)
+        target = choose_rollback_target(res.registry.list_versions(pipeline.model_name), current, config.to_version)
+        result = res.registry.rollback(pipeline.model_name, target.version, from_version=current.version,
+                                       run_id=context.run.run_id, reason=config.reason)
         res.notifier.send(
             "rollback", f"{pipeline.model_name}: champion v{current.version} -> v{target.version}", config.reason,
         )
@@ -76,8 +76,8 @@ def build_rollback_job(pipeline: Pipeline) -> dg.JobDefinition:
             asset_key=pipeline.key(Stage.REGISTERED_MODEL),
             description=f"rollback: v{current.version} -> v{target.version}",
             metadata={"model_name": pipeline.model_name, MODEL_VERSION: target.version, "alias": CHAMPION,
-                      "previous_champion": current.version, "approval": target.tags.get("approval", ""),
-                      "rollback_reason": config.reason},
+                      ROLLED_BACK_FROM: current.version, APPROVAL: target.tags.get(APPROVAL, ""),
+                      "rollback_reason": config.reason, "promotion_id": result.intent_id or ""},
         ))
 
     @dg.job(name=pipeline.job("rollback"), description="Move 'champion' back to a previously approved version.")

@@ -6,7 +6,14 @@ import dagster as dg
 from mlops_assets.automation.jobs import PipelineJobs
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import CHAMPION_TAG, CHAMPION_VERSION, MODEL_VERSION
-from mlops_assets.state import champion_of_record, latest_materialization, partition_facts, value
+from mlops_assets.state import (
+    champion_epoch,
+    champion_of_record,
+    in_flight_partitions,
+    latest_materialization,
+    partition_facts,
+    value,
+)
 
 MAX_PARTITIONS_PER_TICK = 50
 
@@ -26,10 +33,12 @@ def partitions_needing_scores(instance: dg.DagsterInstance, pipeline: Pipeline) 
     return champion, todo
 
 
-def _partition_schedule(pipeline: Pipeline, *, what: str, job, cron: str, description: str, find,
-                        run_key_tag: str, done: str) -> dg.ScheduleDefinition:
-    """A schedule that requests one run per partition `find(instance, pipeline)` returns."""
+def _partition_schedule(pipeline: Pipeline, jobs: PipelineJobs, *, what: str, job, cron: str, description: str,
+                        find, done: str) -> dg.ScheduleDefinition:
+    """A schedule that requests one run per partition `find(instance, pipeline)` returns, except
+    partitions a queued or running run is already working on (they are looked at next tick)."""
     spec = pipeline.spec
+    partitioned_jobs = [jobs.ingest.name, jobs.bootstrap.name, jobs.batch_inference.name, jobs.drift.name]
 
     @dg.schedule(
         name=pipeline.schedule(what),
@@ -45,10 +54,17 @@ def _partition_schedule(pipeline: Pipeline, *, what: str, job, cron: str, descri
             return dg.SkipReason("no champion model yet")
         if not todo:
             return dg.SkipReason(done.format(champion=champion))
+        busy = in_flight_partitions(context.instance, partitioned_jobs)
+        ready = [p for p in sorted(todo) if p not in busy]
+        if not ready:
+            return dg.SkipReason(f"{len(todo)} partition(s) to do, all with a run in flight: {sorted(todo)[:5]}")
+        # The promotion (or rollback) that made this champion is part of the key: scoring with v1
+        # again after a rollback from v2 is new work, not a duplicate of v1's first scoring.
+        epoch = champion_epoch(context.instance, pipeline)
         return [
-            dg.RunRequest(run_key=f"{p}:{run_key_tag}v{champion}", partition_key=p,
+            dg.RunRequest(run_key=f"{p}:{what}:v{champion}@{epoch}", partition_key=p,
                           tags={CHAMPION_TAG: champion})
-            for p in sorted(todo)[:MAX_PARTITIONS_PER_TICK]
+            for p in ready[:MAX_PARTITIONS_PER_TICK]
         ]
 
     return partition_schedule
@@ -56,9 +72,9 @@ def _partition_schedule(pipeline: Pipeline, *, what: str, job, cron: str, descri
 
 def build_batch_inference_schedule(pipeline: Pipeline, jobs: PipelineJobs) -> dg.ScheduleDefinition:
     return _partition_schedule(
-        pipeline, what="batch_inference", job=jobs.batch_inference, cron=pipeline.spec.automation.batch_inference_cron,
+        pipeline, jobs, what="batch_inference", job=jobs.batch_inference, cron=pipeline.spec.automation.batch_inference_cron,
         description="Score every accepted partition not yet scored by the current champion.",
-        find=partitions_needing_scores, run_key_tag="",
+        find=partitions_needing_scores,
         done="every accepted partition is scored by champion v{champion}",
     )
 
@@ -86,9 +102,9 @@ def build_monitoring_schedule(pipeline: Pipeline, jobs: PipelineJobs) -> dg.Sche
     version, so the retrain sensor treats it as already handled.
     """
     return _partition_schedule(
-        pipeline, what="drift_check", job=jobs.drift, cron=pipeline.spec.automation.monitoring_cron,
+        pipeline, jobs, what="drift_check", job=jobs.drift, cron=pipeline.spec.automation.monitoring_cron,
         description="Drift reports for partitions not yet compared with the current champion.",
-        find=partitions_needing_drift, run_key_tag="drift:",
+        find=partitions_needing_drift,
         done="every scored partition has a drift report against champion v{champion}",
     )
 

@@ -30,6 +30,8 @@ class EvaluationResult:
     smoke_test_error: str | None
     decision: GateDecision
     importance: dict[str, float] = field(default_factory=dict)
+    # (candidate, champion) metrics on the champion's own frozen holdout rows, when it has one.
+    reference_slice: tuple[dict[str, float], dict[str, float]] | None = None
     # Kept for plots, not serialised.
     y: np.ndarray | None = field(default=None, repr=False)
     scores: np.ndarray | None = field(default=None, repr=False)
@@ -42,6 +44,8 @@ class EvaluationResult:
             "fairness": asdict(self.fairness) if self.fairness else None, "latency": self.latency,
             "parity_max_abs_diff": self.parity_max_abs_diff, "smoke_test_error": self.smoke_test_error,
             "gate": self.decision.to_dict(), "permutation_importance": self.importance,
+            "champion_holdout": None if self.reference_slice is None else
+            {"candidate": self.reference_slice[0], "champion": self.reference_slice[1]},
         }
 
 
@@ -52,7 +56,11 @@ def evaluate_candidate(
     champion: ModelBundle | None = None,
     champion_version: str | None = None,
     latency_iters: int = 200,
+    champion_holdout: pl.DataFrame | None = None,
+    rolled_back_version: str | None = None,
 ) -> EvaluationResult:
+    """`champion_holdout`: the champion's own (frozen) holdout rows; the candidate must not be
+    worse than the champion there either, whatever its new holdout says."""
     from mlops_assets.core.scoring import (
         OnnxValidationError,
         check_parity,
@@ -91,6 +99,14 @@ def evaluate_candidate(
             spec.task, y, champion_scores, champion.meta.get("threshold", threshold)
         )
 
+    reference_slice = None
+    if champion is not None and champion_holdout is not None and champion_holdout.height:
+        y_ref = encode_target(champion_holdout[spec.target], spec, bundle.classes or None)
+        reference_slice = (
+            compute_metrics(spec.task, y_ref, bundle.score(champion_holdout), threshold),
+            compute_metrics(spec.task, y_ref, champion.score(champion_holdout), champion.threshold),
+        )
+
     fairness = None
     if spec.group_column:
         fairness = slice_metrics(
@@ -107,6 +123,8 @@ def evaluate_candidate(
         fairness_gap=fairness.main_metric_gap if fairness else None,
         p99_latency_ms=latency["single_row_p99_ms"] if latency else None,
         parity_tolerance=tolerance,
+        reference_slice=reference_slice,
+        rolled_back_version=rolled_back_version,
     )
     return EvaluationResult(
         n_holdout=holdout.height, metrics=metrics, champion_version=champion_version,
@@ -114,7 +132,7 @@ def evaluate_candidate(
         parity_max_abs_diff=float(parity), smoke_test_error=smoke_error, decision=decision,
         importance=permutation_importance(spec, bundle, X, y, metrics[spec.main_metric], threshold)
         if smoke_error is None else {},
-        y=y, scores=scores, champion_scores=champion_scores,
+        y=y, scores=scores, champion_scores=champion_scores, reference_slice=reference_slice,
     )
 
 

@@ -101,8 +101,14 @@ def evaluate_gate(
     fairness_gap: float | None = None,
     p99_latency_ms: float | None = None,
     parity_tolerance: float | None = None,
+    reference_slice: tuple[dict[str, float], dict[str, float]] | None = None,
+    rolled_back_version: str | None = None,
 ) -> GateDecision:
-    """Apply every configured rule. A NaN value always fails its rule."""
+    """Apply every configured rule. A NaN value always fails its rule.
+
+    `reference_slice`: (challenger, champion) metrics on the champion's own frozen holdout rows.
+    `rolled_back_version`: set when the candidate's training set is the one that built a version
+    an operator rolled back; promoting it again needs an audited force."""
     higher = HIGHER_IS_BETTER.get(main_metric, True)
     rules: list[GateRule] = []
 
@@ -129,6 +135,19 @@ def evaluate_gate(
         add("max_regression_vs_champion", worse_by, config.max_regression, worse_by <= config.max_regression,
             f"{main_metric} {value:.4f} vs champion {base:.4f} (worse by {worse_by:.4f}, "
             f"allowed {config.max_regression})")
+
+    if reference_slice is not None and config.max_regression_on_champion_holdout is not None:
+        mine, theirs = reference_slice
+        value_r, base_r = mine.get(main_metric, float("nan")), theirs.get(main_metric, float("nan"))
+        worse_by = (base_r - value_r) if higher else (value_r - base_r)
+        limit = config.max_regression_on_champion_holdout
+        add("max_regression_on_champion_holdout", worse_by, limit, worse_by <= limit,
+            f"on the champion's own holdout rows: {main_metric} {value_r:.4f} vs champion {base_r:.4f} "
+            f"(worse by {worse_by:.4f}, allowed {limit})")
+
+    if rolled_back_version is not None:
+        add("not_a_rolled_back_training_set", None, None, False,
+            f"trained on exactly the data and recipe of v{rolled_back_version}, which was rolled back")
 
     if config.max_fairness_gap is not None:
         if fairness_gap is None:

@@ -8,6 +8,7 @@ import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
 from mlops_assets.core.features import SPLIT_COLUMN, FeatureEncoder, data_hash, encode_target
+from mlops_assets.core.labels import label_profile
 from mlops_assets.core.predictions import MONITORED_COLUMN, monitored_from_scores
 from mlops_assets.core.trainers.base import TrainedModel, TrainingDataError
 from mlops_assets.core.trainers.registry import (
@@ -44,6 +45,22 @@ def assemble_training_frame(frames: list[pl.DataFrame], spec: PipelineSpec) -> p
         # The same id in two files: keep the latest arrival (frames are in arrival order).
         frame = frame.unique(subset=[spec.id_column], keep="last", maintain_order=True)
     return frame.sort(spec.id_column)
+
+
+def attach_labels(features: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """Unlabelled validated rows + delayed ground-truth labels (joined by id) -> labelled rows.
+
+    Rows without a label stay out; the latest label per id wins (labels can be corrected)."""
+    gt = spec.ground_truth
+    label_column = (gt.label_column if gt is not None else None) or spec.target
+    if labels.height == 0 or label_column not in labels.columns or spec.id_column not in labels.columns:
+        return features.head(0).with_columns(pl.lit(None).alias(spec.target))
+    cast = {"binary": pl.Int64, "regression": pl.Float64}.get(spec.task, pl.String)
+    ids = labels.select(
+        pl.col(spec.id_column).cast(features.schema[spec.id_column]),
+        pl.col(label_column).cast(cast).alias(spec.target),
+    ).drop_nulls().unique(subset=[spec.id_column], keep="last", maintain_order=True)
+    return features.join(ids, on=spec.id_column, how="inner")
 
 
 def class_labels(frame: pl.DataFrame, spec: PipelineSpec) -> list | None:
@@ -87,6 +104,7 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: st
             "task": spec.task, "classes": classes, "threshold": spec.model.decision_threshold,
             "trainer": model.trainer, "feature_names": model.feature_names, "spec_hash": spec.spec_hash,
             "feature_importance": model.feature_importance,
+            "label_profile": label_profile(y["train"], spec.task, classes),
         },
         native_bytes=model.native_bytes,
         native_format=model.native_format,

@@ -14,7 +14,7 @@ import polars as pl
 from mlops_assets.spec import PipelineSpec
 
 # Order matters only for display; each is its own blocking asset check.
-CHECK_NAMES = ("schema", "keys", "nulls", "ranges", "categories", "row_count", "target")
+CHECK_NAMES = ("schema", "keys", "nulls", "ranges", "categories", "row_count", "target", "label_distribution")
 CHECK_DESCRIPTIONS = {
     "schema": "Every declared column is present with a compatible type.",
     "keys": "The id column has no nulls and no duplicates.",
@@ -23,6 +23,8 @@ CHECK_DESCRIPTIONS = {
     "categories": "Categorical features only hold their declared categories.",
     "row_count": "The batch has at least min_rows rows.",
     "target": "Labels, when present, are valid for the task (no nulls, known classes).",
+    "label_distribution": "Labels, when present, are plausible next to the champion's training labels "
+                          "(not one class; class shares or mean not wildly off).",
 }
 
 
@@ -68,7 +70,7 @@ def _is_categorical_compatible(dtype: pl.DataType) -> bool:
     ) or dtype.is_integer()
 
 
-def validate_batch(df: pl.DataFrame, spec: PipelineSpec) -> ValidationReport:
+def validate_batch(df: pl.DataFrame, spec: PipelineSpec, label_reference: dict | None = None) -> ValidationReport:
     """Check one raw batch against the spec. Never raises on bad data: it reports."""
     report = ValidationReport(n_rows=df.height, labelled=spec.target in df.columns)
     bad = report.violations.append
@@ -126,6 +128,16 @@ def validate_batch(df: pl.DataFrame, spec: PipelineSpec) -> ValidationReport:
 
     if report.labelled:
         _check_target(df[spec.target], spec, bad)
+        if spec.labels.check and not report.for_check("target"):
+            from mlops_assets.core.labels import check_labels
+
+            rules = spec.labels
+            for problem in check_labels(
+                df[spec.target], spec.task, label_reference, min_rows=rules.min_rows,
+                reject_single_class=rules.reject_single_class, max_rate_ratio=rules.max_rate_ratio,
+                max_mean_shift_sd=rules.max_mean_shift_sd, alpha=rules.alpha,
+            ):
+                bad(RuleViolation("label_distribution", spec.target, "implausible labels", problem))
     return report
 
 

@@ -27,10 +27,17 @@ def generate_loans(
     seed: int = 0,
     drift: float = 0.0,
     id_offset: int = 0,
+    concept_drift: float = 0.0,
 ) -> pd.DataFrame:
-    """One day of applications; the same arguments always give the same frame."""
+    """One day of applications; the same arguments always give the same frame.
+
+    `concept_drift` (0..1) leaves the applicants as they are and changes only how default
+    depends on them (the rate and score effects fade and turn): invisible to feature drift,
+    visible once the labels arrive."""
     if not 0.0 <= drift <= 1.0:
         raise ValueError(f"drift must be within [0, 1], got {drift}")
+    if not 0.0 <= concept_drift <= 1.0:
+        raise ValueError(f"concept_drift must be within [0, 1], got {concept_drift}")
     rng = np.random.default_rng([seed, day.toordinal()])
     n = n_rows
 
@@ -69,6 +76,7 @@ def generate_loans(
         )
         + np.where(home == "OWN", -0.25, 0.0)
         + drift * 0.5 * (debt_to_income > 30)
+        - concept_drift * 1.6 * (0.045 * (interest_rate - 12) - 0.012 * (credit_score - 690))
     )
     defaulted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 

@@ -52,6 +52,15 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class PromotionResult:
+    version: str
+    previous: str | None     # the champion before (None for the first one)
+    changed: bool
+    intent_id: str | None = None
+    recovered: str | None = None   # what a half-done earlier promotion needed: finished | undone
+
+
+@dataclass(frozen=True)
 class CandidateRef:
     """What training hands to evaluation along the asset edge: one logged model version."""
 
@@ -118,7 +127,7 @@ class MLflowRegistry(dg.ConfigurableResource):
                 if exc.error_code in _NOT_FOUND and not_found is not ...:
                     return not_found
                 last = exc
-            except Exception as exc:  # connection errors surface as many types
+            except Exception as exc:  # noqa: BLE001 (connection errors surface as many types)
                 last = exc
             if attempt + 1 < self.attempts:
                 time.sleep(self.retry_delay_s * (2**attempt))
@@ -229,19 +238,79 @@ class MLflowRegistry(dg.ConfigurableResource):
         self.set_tags(ref.model_name, ref.version, tags)
         self.set_run_tags(ref.run_id, tags)
 
-    def promote(self, model_name: str, version: str, *, tags: dict[str, str]) -> str | None:
-        """Move `champion` to `version`; returns the previous champion (None for the first).
-        A version that already is the champion is left as it is."""
-        previous = self.champion(model_name)
-        before = previous.version if previous is not None else None
-        if before == str(version):
-            return before
-        self.set_tags(model_name, version, {**tags, **({"previous_champion": before} if before else {})})
-        self.set_alias(model_name, CHAMPION, version)
-        challenger = self.version_by_alias(model_name, CHALLENGER)
-        if challenger is not None and challenger.version == str(version):
-            self.delete_alias(model_name, CHALLENGER)
-        return before
+    # -- registered-model tags (the promotion intent lives here) -----------------------------
+    def model_tags(self, model_name: str) -> dict[str, str]:
+        model = self._call(f"get model '{model_name}'", lambda: self.client().get_registered_model(model_name),
+                           not_found=None)
+        return dict(model.tags or {}) if model is not None else {}
+
+    def set_model_tag(self, model_name: str, key: str, value: str) -> None:
+        self._call(f"tag model '{model_name}'",
+                   lambda: self.client().set_registered_model_tag(model_name, key, value))
+
+    def delete_model_tag(self, model_name: str, key: str) -> None:
+        self._call(f"untag model '{model_name}'",
+                   lambda: self.client().delete_registered_model_tag(model_name, key), not_found=None)
+
+    # -- promotion and rollback: see core/promotion.py ---------------------------------------
+    def promote(self, model_name: str, version: str, *, run_id: str, approval: str) -> PromotionResult:
+        """Move `champion` to `version` through a recorded intent; finishes any half-done one first."""
+        from mlops_assets.resources.promotions import promote
+
+        return promote(self, model_name, str(version), run_id=run_id, approval=approval)
+
+    def rollback(self, model_name: str, to_version: str, *, from_version: str | None, run_id: str,
+                 reason: str) -> PromotionResult:
+        from mlops_assets.resources.promotions import rollback
+
+        return rollback(self, model_name, str(to_version), from_version=from_version, run_id=run_id, reason=reason)
+
+    def recover_promotion(self, model_name: str) -> str | None:
+        """Finish or undo a promotion a killed run left half done; returns what it did."""
+        from mlops_assets.resources.promotions import recover
+
+        return recover(self, model_name)
+
+    def sweep(self, model_name: str, is_alive: Callable[[str], bool]) -> dict[str, list[str]]:
+        """Repair what killed runs left behind: finish or undo a half-done promotion, mark versions
+        whose run died before the gate judged them `abandoned`, and fail their open MLflow runs."""
+        recovered = self.recover_promotion(model_name)
+        abandoned = []
+        for info in self.list_versions(model_name):
+            judged = info.tags.get("gate_passed") is not None or info.tags.get("approval") not in (None, "pending")
+            owner = info.tags.get("dagster_run_id")
+            if judged or (owner is not None and is_alive(owner)):
+                continue
+            self.set_tags(model_name, info.version, {"approval": "abandoned",
+                                                     "abandoned_reason": f"its Dagster run {owner} ended before "
+                                                                         "the gate judged it"})
+            abandoned.append(info.version)
+        return {"promotion": [recovered] if recovered else [], "abandoned": abandoned,
+                "orphaned_runs": self.fail_orphaned_runs(model_name, is_alive)}
+
+    def fail_orphaned_runs(self, model_name: str, is_alive: Callable[[str], bool]) -> list[str]:
+        """MLflow runs left RUNNING by a Dagster run that died (SIGKILL mid-logging): mark them
+        FAILED, with why. `is_alive(dagster_run_id)` says whether that Dagster run still runs."""
+        client = self.client()
+        experiment = self._call(f"get experiment '{model_name}'", lambda: client.get_experiment_by_name(model_name))
+        if experiment is None:
+            return []
+        running = self._call("search running runs", lambda: client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=200))
+        by_id = {r.info.run_id: r for r in running}
+        failed = []
+        for run in running:
+            owner = run.data.tags.get("dagster_run_id")
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if owner is None and parent in by_id:    # a search trial: judged by its parent
+                owner = by_id[parent].data.tags.get("dagster_run_id")
+            if owner is None or is_alive(owner):
+                continue
+            self._call("tag orphaned run", lambda r=run, o=owner: client.set_tag(
+                r.info.run_id, "mlops.failure", f"Dagster run {o} ended while this run was still open"))
+            self._call("fail orphaned run", lambda r=run: client.set_terminated(r.info.run_id, "FAILED"))
+            failed.append(run.info.run_id)
+        return failed
 
     def ensure_experiment(self, name: str) -> str:
         client = self.client()

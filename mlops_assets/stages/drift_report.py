@@ -51,7 +51,13 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     @stage_asset(pipeline, Stage.DRIFT_REPORT,
                  resources={pipeline.storage_key, pipeline.registry_key, pipeline.notifier_key})
     def drift_report(context: dg.AssetExecutionContext):
-        from mlops_assets.core.drift import build_profile, check_current_schema, compare_profiles
+        from mlops_assets.core.drift import (
+            build_profile,
+            check_current_schema,
+            compare_profiles,
+            drift_signal,
+            policy_from_spec,
+        )
 
         res = pipeline.resources(context)
         partition = context.partition_key
@@ -69,13 +75,14 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         profile = build_profile(current, dict(spec.feature_types), reference=reference,
                                 prediction_column=prediction_column)
         result = compare_profiles(reference, profile, drift_config(spec))
-        files = write_outputs(context, pipeline, res.storage, result, version, bundle, features)
-        metadata = drift_metadata(spec, result, version, data_hash(features), files)
-        if metadata[RETRAIN_SIGNAL]:
+        signal = drift_signal(result, policy_from_spec(spec.drift, bundle.feature_importance))
+        files = write_outputs(context, pipeline, res.storage, result, signal, version, bundle, features)
+        metadata = drift_metadata(result, signal, version, data_hash(features), files)
+        if signal.triggered:
             res.notifier.send(
-                "drift", f"{spec.name}: drift in {partition}", result.message,
+                "drift", f"{spec.name}: drift in {partition} against champion v{version}", "; ".join(signal.reasons),
                 {DRIFT_SHARE: round(float(result.drift_share), 3),
-                 "key_features": metadata[KEY_FEATURES_DRIFTED] or "-", "champion": version},
+                 "key_features": ",".join(signal.key_features_drifted) or "-", "champion": version},
             )
         context.log.info(f"drift share {result.drift_share:.2f}: {result.message}")
         return dg.MaterializeResult(
@@ -97,14 +104,17 @@ def served_predictions(storage, pipeline: Pipeline, partition: str, version: str
     return monitored_from_scores(pipeline.spec.task, bundle.score(features))
 
 
-def write_outputs(context, pipeline: Pipeline, storage, result, version: str, bundle, features) -> dict:
-    """The JSON report, the per-feature table, the day-partitioned score history, the trend
-    plot and Evidently's HTML; returns their URIs."""
+def write_outputs(context, pipeline: Pipeline, storage, result, signal, version: str, bundle, features) -> dict:
+    """The JSON report and signal, the per-feature table, the day-partitioned score history, the
+    trend plot, our own HTML/PNG summary, and Evidently's HTML when it is worth rendering."""
+    from mlops_assets.core.drift.summary import render_drift_summary
+
     spec = pipeline.spec
     partition = context.partition_key
     out_dir = pipeline.layout.drift_dir(partition, version)
     table = result.to_frame()
     files = {"report_uri": storage.write_json(f"{out_dir}/report.json", result.to_dict()),
+             "signal_uri": storage.write_json(f"{out_dir}/signal.json", signal.to_dict()),
              "scores_uri": storage.write_parquet(f"{out_dir}/features.parquet", table)}
     now = dt.datetime.now(dt.UTC)
     history_rows = table.with_columns(
@@ -114,17 +124,37 @@ def write_outputs(context, pipeline: Pipeline, storage, result, version: str, bu
     storage.write_parquet(pipeline.layout.drift_scores(now.date().isoformat(), partition, context.run.run_id),
                           history_rows)
     files["trend_plot"] = trend_plot(storage, pipeline, f"{out_dir}/trend.png")
-    if not result.empty and bundle.reference_sample is not None:
-        from mlops_assets.core.drift import render_evidently_report
-
-        with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
-            html = Path(tmp) / "evidently.html"
-            render_evidently_report(
-                bundle.reference_sample.to_pandas(), features.select(spec.feature_names).to_pandas(),
-                dict(spec.feature_types), str(html), sample_rows=spec.drift.evidently_sample_rows,
-            )
-            files["evidently_html"] = storage.write_file(f"{out_dir}/evidently.html", html)
+    with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+        summary = render_drift_summary(result, tmp, title=f"{spec.name}: {partition} vs champion v{version}")
+        files["summary_html"] = storage.write_file(f"{out_dir}/drift_summary.html", summary.html)
+        files["summary_png"] = storage.write_file(f"{out_dir}/drift_severity.png", summary.png)
+        if wants_evidently(spec, result, signal) and bundle.reference_sample is not None:
+            files["evidently_html"] = render_evidently(spec, result, signal, bundle, features, Path(tmp), storage,
+                                                       f"{out_dir}/evidently.html")
     return {k: v for k, v in files.items() if v}
+
+
+def wants_evidently(spec, result, signal) -> bool:
+    """Evidently's page costs seconds per partition: by default only when there is drift to look at."""
+    if result.empty or spec.drift.evidently_html == "never":
+        return False
+    return spec.drift.evidently_html == "always" or bool(result.dataset_drift or signal.triggered or
+                                                          result.drifted_features)
+
+
+def render_evidently(spec, result, signal, bundle, features, tmp: Path, storage, rel: str) -> str:
+    from mlops_assets.core.drift import render_evidently_report
+
+    cap = spec.drift.evidently_sample_rows
+    current = features.select(spec.feature_names)
+    if current.height > cap:
+        current = current.sample(n=cap, seed=spec.model.seed)
+    # The drifted and key features in detail; the rest as the drifted-share summary.
+    detail = sorted(set(result.drifted_features) | set(signal.key_features))
+    html = tmp / "evidently.html"
+    render_evidently_report(bundle.reference_sample.to_pandas(), current.to_pandas(), dict(spec.feature_types),
+                            str(html), sample_rows=cap, detail_columns=detail or None)
+    return storage.write_file(rel, html)
 
 
 def trend_plot(storage, pipeline: Pipeline, rel: str) -> str | None:
@@ -140,21 +170,22 @@ def trend_plot(storage, pipeline: Pipeline, rel: str) -> str | None:
         return storage.write_file(rel, path) if path else None
 
 
-def drift_metadata(spec, result, version: str, input_version: str, files: dict) -> dict:
-    drifted = result.drifted_features
-    key_drifted = sorted(set(drifted) & set(spec.drift.key_features or []))
+def drift_metadata(result, signal, version: str, input_version: str, files: dict) -> dict:
     metadata = {
         DRIFT_SHARE: float(result.drift_share),
         DATASET_DRIFT: bool(result.dataset_drift),
-        KEY_FEATURES_DRIFTED: ",".join(key_drifted),
-        RETRAIN_SIGNAL: bool(result.dataset_drift or key_drifted),
+        KEY_FEATURES_DRIFTED: ",".join(signal.key_features_drifted),
+        RETRAIN_SIGNAL: bool(signal.triggered),
+        "signal_summary": "; ".join(signal.reasons) or "no retrain signal",
+        "key_features": ",".join(signal.key_features),
         INPUT_DATA_VERSION: input_version,
         CHAMPION_VERSION: version,
         "n_reference": int(result.n_reference),
         "n_current": int(result.n_current),
-        "drifted_features": ", ".join(drifted) or "none",
+        "drifted_features": ", ".join(result.drifted_features) or "none",
         "summary": result.message,
         "drift_table": dg.MetadataValue.md(result.to_markdown()),
+        "retrain_signal_table": dg.MetadataValue.md(signal.to_markdown()),
     }
     if result.prediction is not None:
         metadata["prediction_drift_score"] = float(result.prediction.score)

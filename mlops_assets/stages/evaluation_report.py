@@ -21,6 +21,7 @@ from mlops_assets.signals import (
     MLFLOW_EXPERIMENT_ID,
     MLFLOW_RUN_ID,
     MODEL_VERSION,
+    TRAINING_SET,
 )
 from mlops_assets.stages.base import stage_asset, upstream_materialization
 from mlops_assets.stages.metadata import markdown_table, metrics_markdown
@@ -45,15 +46,21 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         from mlops_assets.core.evaluation import evaluate_candidate
 
         res = pipeline.resources(context)
-        ref = candidate_from(upstream_materialization(context, pipeline.key(Stage.TRAINED_MODEL)), pipeline)
+        trained = upstream_materialization(context, pipeline.key(Stage.TRAINED_MODEL))
+        ref = candidate_from(trained, pipeline)
         bundle = res.registry.load_bundle(ref.model_name, ref.version)
         holdout = res.storage.read_parquet(pipeline.layout.holdout(ref.version))
         champion = res.registry.champion(pipeline.model_name)
         champion_bundle = None
         if champion is not None and champion.version != ref.version:
             champion_bundle = res.registry.load_bundle(pipeline.model_name, champion.version)
+        champion_holdout = None
+        if champion_bundle is not None and res.storage.exists(pipeline.layout.holdout(champion.version)):
+            champion_holdout = res.storage.read_parquet(pipeline.layout.holdout(champion.version))
         result = evaluate_candidate(spec, bundle, holdout, champion_bundle,
-                                    champion.version if champion_bundle else None)
+                                    champion.version if champion_bundle else None,
+                                    champion_holdout=champion_holdout,
+                                    rolled_back_version=rolled_back_twin(context, pipeline, trained))
         report = {"version": ref.version, **result.to_dict()}
         uri = res.storage.write_json(pipeline.layout.evaluation(ref.version), report)
         plot_uris = record_evaluation(pipeline, res, ref, result, report)
@@ -72,6 +79,17 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         )
 
     return evaluation_report
+
+
+def rolled_back_twin(context, pipeline: Pipeline, trained) -> str | None:
+    """A rolled-back version built from exactly this candidate's training set, if any."""
+    from mlops_assets.state import version_records
+
+    identity = value(trained, TRAINING_SET)
+    mine = str(value(trained, MODEL_VERSION))
+    twins = [r.version for r in version_records(context.instance, pipeline)
+             if r.rolled_back and r.training_set.identity == identity and r.version != mine]
+    return twins[-1] if identity is not None and twins else None
 
 
 def candidate_from(trained: dg.AssetMaterialization | None, pipeline: Pipeline) -> CandidateRef:

@@ -37,12 +37,16 @@ def build_registered_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                 f"version {version} is not promotable: the evaluation says approval={approval.value}, "
                 f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={verdict}"
             )
-        tags = {APPROVAL: approval.value, "promoted_by_run": context.run.run_id}
-        previous = res.registry.promote(pipeline.model_name, version, tags=tags)
+        result = res.registry.promote(pipeline.model_name, version, run_id=context.run.run_id,
+                                      approval=approval.value)
+        if result.recovered:
+            context.log.warning(f"a half-done earlier promotion was {result.recovered} first")
+        previous = result.previous
         record = {"version": version, "previous_champion": previous, "approval": approval.value,
-                  "run_id": context.run.run_id}
+                  "run_id": context.run.run_id, "promotion_id": result.intent_id}
         uri = res.storage.write_json(pipeline.layout.registration(version), record)
-        context.log.info(f"champion: v{previous or '-'} -> v{version}")
+        context.log.info(f"champion: v{previous or '-'} -> v{version}" if result.changed
+                         else f"v{version} already is the champion")
         info = res.registry.get_version(pipeline.model_name, version)
         return dg.MaterializeResult(
             metadata=registration_metadata(res, info, previous, approval, uri),

@@ -14,18 +14,26 @@ import polars as pl
 
 from mlops_assets.core.features import SPLIT_COLUMN, data_hash
 from mlops_assets.core.gate import Approval
-from mlops_assets.core.training import TrainingOutcome, assemble_training_frame, train_from_frame
+from mlops_assets.core.training import (
+    TrainingOutcome,
+    assemble_training_frame,
+    attach_labels,
+    train_from_frame,
+)
 from mlops_assets.lineage import code_version, git_sha
 from mlops_assets.pipeline import TRAINING_POOL, Pipeline, Stage
 from mlops_assets.resources.registry import CHALLENGER, CandidateRef
 from mlops_assets.signals import (
+    DELAYED_LABEL_ROWS,
     MLFLOW_EXPERIMENT_ID,
     MLFLOW_RUN_ID,
     MODEL_VERSION,
     TRAINING_DATA_VERSION,
     TRAINING_PARTITIONS,
+    TRAINING_SET,
     TRIGGER_TAG,
 )
+from mlops_assets.sources.labels import read_label_files
 from mlops_assets.stages.base import stage_asset
 from mlops_assets.stages.metadata import dagster_run_url, markdown_table
 from mlops_assets.state import partition_facts
@@ -40,13 +48,17 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                  pool=TRAINING_POOL)
     def trained_model(context: dg.AssetExecutionContext):
         res = pipeline.resources(context)
-        partitions = [p.key for p in partition_facts(context.instance, pipeline) if p.accepted and p.labelled]
-        frames = [res.storage.read_parquet(pipeline.layout.features(p)) for p in partitions]
+        repaired = res.registry.sweep(pipeline.model_name, lambda run_id: _alive(context, run_id))
+        if any(repaired.values()):
+            context.log.warning(f"repaired what killed runs left behind: {repaired}")
+        frames, rows, delayed = training_frames(context, pipeline, res.storage)
         frame = assemble_training_frame(frames, spec)
-        context.log.info(f"training {spec.model.trainer} on {frame.height} rows from {len(partitions)} partitions")
+        context.log.info(f"training {spec.model.trainer} on {frame.height} rows from {len(rows)} partitions"
+                         + (f" ({delayed} labelled late)" if delayed else ""))
         checkpoints = spec.state_path("checkpoints", spec.name, f"{data_hash(frame)}-{spec.spec_hash}")
         outcome = train_from_frame(frame, spec, checkpoint_dir=str(checkpoints), progress=_progress(context))
         trigger = context.run.tags.get(TRIGGER_TAG, "manual")
+        identity = recorded_training_set(context, pipeline)
         with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
             bundle_dir = outcome.bundle.save(Path(tmp) / "bundle")
             ref = res.registry.log_candidate(pipeline.model_name, bundle_dir, **_run_record(
@@ -56,11 +68,47 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         res.registry.set_alias(pipeline.model_name, CHALLENGER, ref.version)
         holdout_uri = res.storage.write_parquet(pipeline.layout.holdout(ref.version), outcome.holdout)
         return dg.MaterializeResult(
-            metadata=training_metadata(pipeline, res, ref, outcome, partitions, holdout_uri),
+            metadata={**training_metadata(pipeline, res, ref, outcome, holdout_uri),
+                      TRAINING_SET: identity, TRAINING_PARTITIONS: dg.MetadataValue.json(rows),
+                      DELAYED_LABEL_ROWS: delayed},
             data_version=dg.DataVersion(f"{outcome.data_version}-v{ref.version}"),
         )
 
     return trained_model
+
+
+def training_frames(context, pipeline: Pipeline, storage) -> tuple[list[pl.DataFrame], dict[str, int], int]:
+    """Every accepted labelled partition, plus unlabelled ones whose rows got labels later
+    (ground-truth files); returns the frames, the rows each partition gave and the late-labelled rows."""
+    spec = pipeline.spec
+    facts = [f for f in partition_facts(context.instance, pipeline) if f.accepted]
+    frames, rows, delayed = [], {}, 0
+    labels = None
+    if spec.ground_truth is not None and any(not f.labelled for f in facts):
+        labels = read_label_files(spec.ground_truth.path)
+    for f in facts:
+        if not f.labelled and (labels is None or labels.height == 0):
+            continue
+        features = storage.read_parquet(pipeline.layout.features(f.key))
+        if not f.labelled:
+            features = attach_labels(features, labels, spec)
+            delayed += features.height
+        else:
+            rows[f.key] = features.height
+        frames.append(features)
+    return frames, rows, delayed
+
+
+def recorded_training_set(context, pipeline: Pipeline) -> str:
+    """The identity the retrain decision computes for this data (see core/retrain.py)."""
+    from mlops_assets.state import candidate_training_set
+
+    return candidate_training_set(context.instance, pipeline).identity
+
+
+def _alive(context, run_id: str) -> bool:
+    run = context.instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
 
 
 def _progress(context: dg.AssetExecutionContext):
@@ -112,7 +160,7 @@ def _trial_rows(search) -> list[dict]:
 
 
 def training_metadata(pipeline: Pipeline, res, ref: CandidateRef, outcome: TrainingOutcome,
-                      partitions: list[str], holdout_uri: str) -> dict:
+                      holdout_uri: str) -> dict:
     model = outcome.model
     top = sorted(model.feature_importance.items(), key=lambda kv: -kv[1])[:10]
     metadata = {
@@ -123,7 +171,6 @@ def training_metadata(pipeline: Pipeline, res, ref: CandidateRef, outcome: Train
         "mlflow_version": dg.MetadataValue.url(res.registry.version_url(ref.model_name, ref.version)),
         "train_rows": outcome.train_rows,
         "holdout_rows": outcome.holdout.height,
-        TRAINING_PARTITIONS: dg.MetadataValue.json(partitions),
         "best_iteration": model.best_iteration or 0,
         "train_seconds": round(model.train_seconds, 3),
         "onnx_parity_max_abs_diff": outcome.parity_max_abs_diff,

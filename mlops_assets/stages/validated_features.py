@@ -19,6 +19,7 @@ from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import ACCEPTED, DATA_VERSION, LABELLED, REJECTED, STATUS
 from mlops_assets.stages.base import stage_asset
 from mlops_assets.stages.metadata import markdown_table, table_schema
+from mlops_assets.state import champion_of_record
 
 
 def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -27,12 +28,13 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     checks = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
               for name in CHECK_NAMES]
 
-    @stage_asset(pipeline, Stage.VALIDATED_FEATURES, resources={pipeline.storage_key}, check_specs=checks)
+    @stage_asset(pipeline, Stage.VALIDATED_FEATURES, resources={pipeline.storage_key, pipeline.registry_key},
+                 check_specs=checks)
     def validated_features(context: dg.AssetExecutionContext):
         storage = pipeline.resources(context).storage
         partition = context.partition_key
         raw = storage.read_parquet(pipeline.layout.raw(partition))
-        report = validate_batch(raw, spec)
+        report = validate_batch(raw, spec, label_reference=champion_label_profile(context, pipeline, raw))
         if not report.passed:
             rejection = storage.write_json(
                 pipeline.layout.rejection(partition, context.run.run_id),
@@ -54,6 +56,17 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         )
 
     return validated_features
+
+
+def champion_label_profile(context, pipeline: Pipeline, raw: pl.DataFrame) -> dict | None:
+    """The champion's training-label profile, for labelled batches once a champion exists."""
+    spec = pipeline.spec
+    if not spec.labels.check or spec.target not in raw.columns:
+        return None
+    champion = champion_of_record(context.instance, pipeline)
+    if champion is None:
+        return None
+    return pipeline.resources(context).registry.load_bundle(pipeline.model_name, champion).meta.get("label_profile")
 
 
 def check_results(report: ValidationReport) -> list[dg.AssetCheckResult]:

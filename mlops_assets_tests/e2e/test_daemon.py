@@ -331,7 +331,7 @@ def _story(dep: Deployment, mark, started: float) -> None:
 
         def watched_ticks():
             ticks = _sensor_ticks(instance, names.sensor("retrain"), after=watch_from)
-            handled = any("already handled" in (t.skip_reason or "") for t in ticks)
+            handled = any("nothing new to learn" in (t.skip_reason or "") for t in ticks)
             return ticks if len(ticks) >= 2 and handled else None
 
         # The daemon's loop is slower than the 5 s interval on a busy machine: wait for the ticks.

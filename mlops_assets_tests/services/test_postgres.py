@@ -138,17 +138,23 @@ def test_bootstrap_on_dagster_postgres_with_mlflow_on_postgres(pg_world: PgWorld
 
     for i, day in enumerate(DAYS):
         write_day(w.spec.source.path, day, n_rows=ROWS_PER_DAY, seed=1, day_index=i)
-    tick = InlineAutomation(w.defs, instance).tick_sensor(w.names.sensor("new_data"))
-    # No champion yet: the three older files are prepared, the newest bootstraps.
-    jobs = sorted(r.dagster_run.job_name for r in tick.launched)
-    assert jobs == sorted([w.names.job("ingest")] * 3 + [w.names.job("bootstrap")])
-    failed = [r.run_id for r in tick.launched if not r.success]
+    auto = InlineAutomation(w.defs, instance)
+    tick = auto.tick_sensor(w.names.sensor("new_data"))
+    # No champion yet: all four files are validated; then one bootstrap trains on all of them,
+    # and the schedules score and check each partition with the first champion.
+    assert sorted(r.dagster_run.job_name for r in tick.launched) == [w.names.job("ingest")] * 4
+    bootstrap = auto.tick_sensor(w.names.sensor("retrain"))
+    assert [r.dagster_run.tags["mlops/trigger"] for r in bootstrap.launched] == ["bootstrap"]
+    scored = auto.tick_schedule(w.names.schedule("batch_inference")).launched
+    checked = auto.tick_schedule(w.names.schedule("drift_check")).launched
+    assert len(scored) == 4 and len(checked) == 4
+    failed = [r.run_id for r in [*tick.launched, *bootstrap.launched, *scored, *checked] if not r.success]
     assert not failed, f"runs failed: {failed}"
 
     # Read back from PostgreSQL itself, not through the instance.
     db = w.dagster_db
     rows = w.server.query(db, "SELECT status, count(*) FROM runs GROUP BY status")
-    assert dict(rows) == {"SUCCESS": 4}
+    assert dict(rows) == {"SUCCESS": 13}
     rows = w.server.query(
         db, "SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
             "GROUP BY asset_key")
@@ -167,7 +173,7 @@ def test_bootstrap_on_dagster_postgres_with_mlflow_on_postgres(pg_world: PgWorld
     assert w.server.query(mdb, "SELECT alias, version FROM registered_model_aliases "
                                "WHERE name = 'demo' AND alias = 'champion'") == [("champion", 1)]
     tags = dict(w.server.query(mdb, "SELECT key, value FROM model_version_tags WHERE name = 'demo' AND version = 1"))
-    assert tags["approval"] == "approved" and tags["dagster_run_id"] == tick.launched[-1].run_id
+    assert tags["approval"] == "approved" and tags["dagster_run_id"] == bootstrap.launched[0].run_id
     assert w.server.query(mdb, "SELECT count(*) FROM runs WHERE status = 'FINISHED'")[0][0] >= 1
 
 

@@ -1,0 +1,96 @@
+"""Executing the promotion state machine of `core/promotion.py` against the registry.
+
+Each step is idempotent and derived from the recorded intent, so a SIGKILL between any two
+steps leaves a state the next call finishes (or undoes) to the same end.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from mlops_assets.core.gate import Approval
+from mlops_assets.core.promotion import (
+    PROMOTE,
+    ROLLBACK,
+    PromotionIntent,
+    left_tags,
+    recovery_action,
+    target_tags,
+)
+
+INTENT_TAG = "promotion_intent"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def pending_intent(registry, model_name: str) -> PromotionIntent | None:
+    raw = registry.model_tags(model_name).get(INTENT_TAG)
+    return PromotionIntent.from_json(raw) if raw else None
+
+
+def _apply(registry, model_name: str, intent: PromotionIntent) -> None:
+    registry.set_tags(model_name, intent.to_version, target_tags(intent))
+    left = left_tags(intent)
+    if left:
+        registry.set_tags(model_name, intent.from_version, left)
+    registry.set_alias(model_name, CHAMPION, intent.to_version)
+    challenger = registry.version_by_alias(model_name, CHALLENGER)
+    if challenger is not None and challenger.version == intent.to_version:
+        registry.delete_alias(model_name, CHALLENGER)
+    registry.delete_model_tag(model_name, INTENT_TAG)
+
+
+def _undo(registry, model_name: str, intent: PromotionIntent) -> None:
+    if intent.from_version:
+        registry.set_alias(model_name, CHAMPION, intent.from_version)
+    else:
+        registry.delete_alias(model_name, CHAMPION)
+    registry.delete_model_tag(model_name, INTENT_TAG)
+
+
+def recover(registry, model_name: str) -> str | None:
+    intent = pending_intent(registry, model_name)
+    if intent is None:
+        return None
+    approval = registry.get_version(model_name, intent.to_version).tags.get("approval")
+    if recovery_action(intent, approval) == "finish":
+        _apply(registry, model_name, intent)
+        return "finished"
+    _undo(registry, model_name, intent)
+    return "undone"
+
+
+def _run(registry, model_name: str, intent: PromotionIntent, recovered: str | None):
+    from mlops_assets.resources.registry import PromotionResult
+
+    registry.set_model_tag(model_name, INTENT_TAG, intent.to_json())
+    _apply(registry, model_name, intent)
+    return PromotionResult(intent.to_version, intent.from_version, True, intent.id, recovered)
+
+
+def promote(registry, model_name: str, version: str, *, run_id: str, approval: str):
+    from mlops_assets.resources.registry import PromotionResult
+
+    recovered = recover(registry, model_name)
+    current = registry.champion(model_name)
+    if current is not None and current.version == version:
+        return PromotionResult(version, current.tags.get("previous_champion"), False, None, recovered)
+    if not Approval(approval).promotable:
+        raise ValueError(f"v{version} has approval {approval!r}: only approved or forced versions are promoted")
+    intent = PromotionIntent(uuid.uuid4().hex[:12], PROMOTE, version, current.version if current else None,
+                             run_id, Approval(approval).value, created_at=time.time())
+    return _run(registry, model_name, intent, recovered)
+
+
+def rollback(registry, model_name: str, to_version: str, *, from_version: str | None, run_id: str, reason: str):
+    """Champion `from_version` -> `to_version`. `from_version` is the caller's champion of record,
+    not read from the alias: a re-run after a crash that already moved it repeats the same step."""
+    recovered = recover(registry, model_name)
+    if from_version is None:
+        current = registry.champion(model_name)
+        from_version = current.version if current else None
+    target = registry.get_version(model_name, to_version)
+    intent = PromotionIntent(uuid.uuid4().hex[:12], ROLLBACK, to_version, from_version,
+                             run_id, target.tags.get("approval", ""), reason, time.time())
+    return _run(registry, model_name, intent, recovered)
