@@ -41,7 +41,7 @@ _SCHEMA = ("task", "target", "classes", "features", "id_column")
 STAGE_SECTIONS: dict[Stage, tuple[str, ...]] = {
     Stage.RAW_DATA: ("source.format", "limits"),
     Stage.VALIDATED_FEATURES: (*_SCHEMA, "timestamp_column", "group_column", "min_rows", "split", "labels"),
-    Stage.TRAINED_MODEL: (*_SCHEMA, "split", "model", "drift.psi_bins", "drift.evidently_sample_rows"),
+    Stage.TRAINED_MODEL: (*_SCHEMA, "split", "model", "edge", "drift.psi_bins", "drift.evidently_sample_rows"),
     Stage.EVALUATION_REPORT: (*_SCHEMA, "group_column", "gate", "model.decision_threshold", "model.trainer"),
     Stage.REGISTERED_MODEL: ("gate",),
     Stage.BATCH_PREDICTIONS: ("id_column", "task"),

@@ -13,7 +13,7 @@ import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
 from mlops_assets.core.features import encode_target
-from mlops_assets.core.gate import GateDecision, evaluate_gate
+from mlops_assets.core.gate import GateDecision, HoldoutEvidence, evaluate_gate
 from mlops_assets.core.metrics import FairnessReport, compute_metrics, slice_metrics
 from mlops_assets.spec import PipelineSpec
 
@@ -108,11 +108,15 @@ def evaluate_candidate(
         )
 
     fairness = None
+    groups = None
     if spec.group_column:
+        groups = holdout[spec.group_column].cast(pl.String).to_numpy().astype(str)
         fairness = slice_metrics(
-            spec.task, y, scores, holdout[spec.group_column].cast(pl.String).to_numpy(),
-            spec.main_metric, threshold,
+            spec.task, y, scores, groups, spec.main_metric, threshold,
+            min_group_rows=spec.gate.fairness_min_group_rows,
+            min_group_positives=spec.gate.fairness_min_group_positives,
         )
+    evidence = holdout_evidence(spec, y, scores, threshold, fairness, groups)
     decision = evaluate_gate(
         spec.gate,
         main_metric=spec.main_metric,
@@ -125,6 +129,7 @@ def evaluate_candidate(
         parity_tolerance=tolerance,
         reference_slice=reference_slice,
         rolled_back_version=rolled_back_version,
+        evidence=evidence,
     )
     return EvaluationResult(
         n_holdout=holdout.height, metrics=metrics, champion_version=champion_version,
@@ -134,6 +139,29 @@ def evaluate_candidate(
         if smoke_error is None else {},
         y=y, scores=scores, champion_scores=champion_scores, reference_slice=reference_slice,
     )
+
+
+def holdout_evidence(spec: PipelineSpec, y: np.ndarray, scores: np.ndarray, threshold: float,
+                     fairness: FairnessReport | None, groups: np.ndarray | None) -> HoldoutEvidence:
+    """The holdout's size and the bootstrap intervals the gate's sample-size-aware rules need."""
+    from mlops_assets.core.uncertainty import gap_interval, metric_interval
+
+    gate, seed = spec.gate, spec.model.seed
+    rarest = None
+    if spec.task != "regression":
+        k = scores.shape[1] if spec.task == "multiclass" else 2
+        rarest = int(np.bincount(y.astype(np.int64), minlength=k).min())
+    metric_iv = None
+    if gate.min_main_metric is not None:
+        metric_iv = metric_interval(spec.task, y, scores, spec.main_metric, threshold,
+                                    confidence=gate.confidence, seed=seed)
+    gap_iv, ungated = None, ()
+    if fairness is not None:
+        ungated = tuple(g["group"] for g in fairness.groups if not g.get("gated"))
+        if gate.max_fairness_gap is not None and len(fairness.gated) >= 2:
+            gap_iv = gap_interval(spec.task, y, scores, groups, list(fairness.gated), spec.main_metric, threshold,
+                                  confidence=gate.confidence, seed=seed)
+    return HoldoutEvidence(len(y), rarest, metric_iv, gap_iv, ungated, gate.confidence)
 
 
 def permutation_importance(spec: PipelineSpec, bundle: ModelBundle, X: np.ndarray, y: np.ndarray,

@@ -62,20 +62,23 @@ def compute_metrics(task: str, y_true: np.ndarray, score: np.ndarray, threshold:
 class FairnessReport:
     """Per-group metrics and the gaps the gate can limit."""
 
-    groups: list[dict]                    # one row per group: group, n, metrics...
+    groups: list[dict]                    # one row per group: group, n, gated, metrics...
     main_metric: str
     main_metric_gap: float                # best minus worst group value of the main metric
     worst_to_best_ratio: float            # worst / best group value of the main metric
     demographic_parity_difference: float | None   # binary: max-min positive prediction rate
     equal_opportunity_difference: float | None    # binary: max-min true-positive rate
+    gated: list[str] = ()                 # groups large enough to gate on (rows, and positives)
 
 
 def slice_metrics(
     task: str, y_true: np.ndarray, score: np.ndarray, groups: np.ndarray, main_metric: str,
-    threshold: float = 0.5, min_group_rows: int = 30,
+    threshold: float = 0.5, min_group_rows: int = 30, min_group_positives: int = 10,
 ) -> FairnessReport:
-    """Metrics per value of the group column. Groups smaller than `min_group_rows` are
-    reported but left out of the gaps: their metrics are too noisy to gate on."""
+    """Metrics per value of the group column. Groups with fewer than `min_group_rows` rows, or
+    (classification) fewer than `min_group_positives` rows of the rarest label, are reported
+    but left out of the gaps: their metrics are too noisy to gate on. AUC on 30 rows with 3
+    positives can move by 0.2 from one resample to the next."""
     rows: list[dict] = []
     rates, tprs, mains = [], [], []
     labels = predicted_labels(task, score, threshold)
@@ -88,8 +91,10 @@ def slice_metrics(
             row.update(compute_metrics(task, y_true[mask], score[mask], threshold))
         except ValueError:
             continue
+        rare = _rarest_label_rows(task, y_true, mask, score)
+        row["gated"] = bool(n >= min_group_rows and rare >= min_group_positives)
         rows.append(row)
-        if n < min_group_rows:
+        if not row["gated"]:
             continue
         value = row.get(main_metric, float("nan"))
         if not np.isnan(value):
@@ -109,4 +114,14 @@ def slice_metrics(
         worst_to_best_ratio=ratio,
         demographic_parity_difference=(max(rates) - min(rates)) if task == "binary" and rates else None,
         equal_opportunity_difference=(max(tprs) - min(tprs)) if task == "binary" and tprs else None,
+        gated=[r["group"] for r in rows if r["gated"]],
     )
+
+
+def _rarest_label_rows(task: str, y_true: np.ndarray, mask: np.ndarray, score: np.ndarray) -> int:
+    """Rows of the group's rarest label (every label counts): a ranking metric on 3 positives
+    is noise. Regression has no labels to be rare: all rows count."""
+    if task == "regression":
+        return int(mask.sum())
+    k = score.shape[1] if task == "multiclass" else 2
+    return int(np.bincount(y_true[mask].astype(np.int64), minlength=k).min())

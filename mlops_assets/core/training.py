@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -31,6 +32,17 @@ class TrainingOutcome:
     data_version: str                     # content hash of the training frame
     parity_max_abs_diff: float
     search: object | None = None          # core.search.SearchResult when the spec searches
+    edge: tuple[list, list] = ((), ())    # (EdgeVariant, EdgeDecision) lists when spec.edge.enabled
+
+    def save(self, directory) -> Path:
+        """The candidate's bundle directory: the bundle and its edge variants (shipped or not)."""
+        directory = self.bundle.save(directory)
+        variants, decisions = self.edge
+        if variants:
+            from mlops_assets.core.edge import save_variants
+
+            save_variants(variants, decisions, directory)
+        return directory
 
 
 def assemble_training_frame(frames: list[pl.DataFrame], spec: PipelineSpec) -> pl.DataFrame:
@@ -121,11 +133,22 @@ def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: st
     ).to_dict()
     sample_n = min(parts["train"].height, spec.drift.evidently_sample_rows)
     bundle.reference_sample = parts["train"].select(spec.feature_names).sample(n=sample_n, seed=spec.model.seed)
+    edge = _edge_variants(spec, bundle, X["holdout"], y["holdout"]) if spec.edge.enabled else ((), ())
     return TrainingOutcome(
-        model=model, bundle=bundle, train_rows=parts["train"].height, valid_rows=parts["valid"].height,
+        edge=edge, model=model, bundle=bundle, train_rows=parts["train"].height, valid_rows=parts["valid"].height,
         holdout=parts["holdout"], data_version=data_hash(frame.drop(SPLIT_COLUMN)),
         parity_max_abs_diff=parity.max_abs_diff, search=search,
     )
+
+
+def _edge_variants(spec: PipelineSpec, bundle: ModelBundle, X, y) -> tuple[list, list]:
+    """Compact variants measured on the holdout, each judged by its own rules (never the gate's)."""
+    from mlops_assets.core.edge import EdgeRules, build_edge_variants, evaluate_edge_variant
+
+    variants = build_edge_variants(bundle, X, y, main_metric=spec.main_metric, threshold=bundle.threshold,
+                                   variants=spec.edge.variants)
+    decisions = [evaluate_edge_variant(v, EdgeRules.from_spec(getattr(spec.edge, v.name))) for v in variants]
+    return variants, decisions
 
 
 def _train(spec: PipelineSpec, trainer: Trainer, data: TrainingArrays, X: dict, y: dict,

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,35 @@ class ArtifactStore(dg.ConfigurableResource):
 
     def write_file(self, rel: str, local_path: str | os.PathLike[str]) -> str:
         return self.write_bytes(rel, Path(local_path).read_bytes())
+
+    # -- files too big for memory ------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading_path(self, rel: str) -> Iterator[Path]:
+        """A local path to read `rel` from: the file itself, or an S3 object streamed to a
+        temporary file (boto3's transfer manager: bounded memory), removed afterwards."""
+        if not self.is_s3:
+            path = Path(self.uri(rel))
+            if not path.exists():
+                raise StorageError(f"no artifact at {path}")
+            yield path
+            return
+        bucket, key = self._bucket_key(rel)
+        with tempfile.TemporaryDirectory(prefix="mlops-read-") as tmp:
+            local = Path(tmp) / Path(rel).name
+            self._call_s3(lambda c: c.download_file(bucket, key, str(local)), rel)
+            yield local
+
+    @contextlib.contextmanager
+    def writing_path(self, rel: str) -> Iterator[Path]:
+        """A local path to write `rel` to; on success it becomes the artifact (a rename locally,
+        a streamed upload to S3). The caller's own write must be atomic at that path."""
+        if not self.is_s3:
+            final = Path(self.uri(rel))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield final
+            return
+        bucket, key = self._bucket_key(rel)
+        with tempfile.TemporaryDirectory(prefix="mlops-write-") as tmp:
+            local = Path(tmp) / Path(rel).name
+            yield local
+            self._call_s3(lambda c: c.upload_file(str(local), bucket, key), rel)

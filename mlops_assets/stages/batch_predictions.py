@@ -6,13 +6,10 @@ its materialization; the bundle's file hashes are checked before anything is sco
 
 
 import dagster as dg
-import polars as pl
 
-from mlops_assets.core.predictions import predictions_table
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import MODEL_VERSION
 from mlops_assets.stages.base import champion_version, read_validated, stage_asset
-from mlops_assets.stages.metadata import table_schema
 
 
 def build_batch_predictions_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -20,27 +17,36 @@ def build_batch_predictions_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
 
     @stage_asset(pipeline, Stage.BATCH_PREDICTIONS, resources={pipeline.storage_key, pipeline.registry_key})
     def batch_predictions(context: dg.AssetExecutionContext):
+        from mlops_assets.core.batch import score_parquet
+
         res = pipeline.resources(context)
         partition = context.partition_key
         version = champion_version(context, pipeline)
         bundle = res.registry.load_bundle(pipeline.model_name, version)
-        features = read_validated(res.storage, pipeline, partition)
-        out = predictions_table(features[spec.id_column], bundle.score_frame(features), version)
-        uri = res.storage.write_parquet(pipeline.layout.predictions(partition, version), out)
-        return dg.MaterializeResult(metadata=predictions_metadata(out, spec.task, version, uri),
+        source, target = pipeline.layout.features(partition), pipeline.layout.predictions(partition, version)
+        if not res.storage.exists(source):
+            read_validated(res.storage, pipeline, partition)   # raises, naming why it is missing
+        # Streamed row groups in, row groups out: memory does not grow with the partition.
+        with res.storage.reading_path(source) as src, res.storage.writing_path(target) as dst:
+            result = score_parquet(bundle, src, dst, id_column=spec.id_column, model_version=version)
+        context.log.info(f"scored {result.rows} rows in {result.seconds:.2f} s ({result.rows_per_s:,.0f} rows/s) "
+                         f"with champion v{version}")
+        return dg.MaterializeResult(metadata=predictions_metadata(result, version, res.storage.uri(target)),
                                     data_version=dg.DataVersion(f"{partition}-v{version}"))
 
     return batch_predictions
 
 
-def predictions_metadata(out: pl.DataFrame, task: str, version: str, uri: str) -> dict:
+def predictions_metadata(result, version: str, uri: str) -> dict:
     metadata = {
-        "dagster/row_count": out.height,
-        "dagster/column_schema": table_schema(out),
+        "dagster/row_count": result.rows,
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(name=name, type=dtype) for name, dtype in result.column_schema.items()]),
         MODEL_VERSION: version,
         "uri": dg.MetadataValue.path(uri),
+        "rows_per_second": round(result.rows_per_s, 1),
     }
-    if task == "binary" and out.height:
-        metadata["mean_score"] = float(out["score"].mean())
-        metadata["positive_rate"] = float(out["prediction"].mean())
+    for key in ("mean_score", "positive_rate"):
+        if getattr(result, key, None) is not None:
+            metadata[key] = float(getattr(result, key))
     return metadata

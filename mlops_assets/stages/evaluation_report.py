@@ -61,7 +61,8 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                                     champion.version if champion_bundle else None,
                                     champion_holdout=champion_holdout,
                                     rolled_back_version=rolled_back_twin(context, pipeline, trained))
-        report = {"version": ref.version, **result.to_dict()}
+        edge = edge_report(res.registry.bundle_dir(ref.model_name, ref.version))
+        report = {"version": ref.version, **result.to_dict(), "edge": edge["summary"]}
         uri = res.storage.write_json(pipeline.layout.evaluation(ref.version), report)
         plot_uris = record_evaluation(pipeline, res, ref, result, report)
         decision = result.decision
@@ -69,7 +70,7 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             res.notifier.send("gate_failed", f"{spec.name}: v{ref.version} held by the gate", decision.message(),
                               {"champion": result.champion_version or "none"})
         return dg.MaterializeResult(
-            metadata=evaluation_metadata(res, ref, result, uri, plot_uris),
+            metadata={**evaluation_metadata(res, ref, result, uri, plot_uris), **edge["metadata"]},
             check_results=[dg.AssetCheckResult(
                 check_name=GATE_CHECK, passed=decision.passed, severity=dg.AssetCheckSeverity.ERROR,
                 description=decision.message(),
@@ -79,6 +80,23 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         )
 
     return evaluation_report
+
+
+def edge_report(bundle_dir) -> dict:
+    """Size, speed and metric delta of the edge variants stored in the bundle (if any)."""
+    from mlops_assets.core.edge import load_variants
+
+    found = load_variants(bundle_dir)
+    if not found:
+        return {"summary": None, "metadata": {}}
+    rows = [{"variant": v.name, "shipped": v.shipped, **{k: v.summary.get(k) for k in (
+        "size_bytes", "size_ratio", "metric_delta", "max_abs_score_diff", "batch_speedup")},
+        "verdict": v.decision.message()}
+        for v in found.values()]
+    return {"summary": rows, "metadata": {
+        "edge_variants": dg.MetadataValue.md(markdown_table(rows)),
+        "edge_shipped": ", ".join(n for n, v in found.items() if v.shipped) or "none",
+    }}
 
 
 def rolled_back_twin(context, pipeline: Pipeline, trained) -> str | None:

@@ -60,11 +60,11 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         trigger = context.run.tags.get(TRIGGER_TAG, "manual")
         identity = recorded_training_set(context, pipeline)
         with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
-            bundle_dir = outcome.bundle.save(Path(tmp) / "bundle")
+            bundle_dir = outcome.save(Path(tmp) / "bundle")
             ref = res.registry.log_candidate(pipeline.model_name, bundle_dir, **_run_record(
                 pipeline, outcome, frame, context.run.run_id, trigger))
-            for f in sorted(bundle_dir.iterdir()):
-                res.storage.write_file(pipeline.layout.bundle_file(ref.version, f.name), f)
+            for f in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+                res.storage.write_file(pipeline.layout.bundle_file(ref.version, f.relative_to(bundle_dir).as_posix()), f)
         res.registry.set_alias(pipeline.model_name, CHALLENGER, ref.version)
         holdout_uri = res.storage.write_parquet(pipeline.layout.holdout(ref.version), outcome.holdout)
         return dg.MaterializeResult(

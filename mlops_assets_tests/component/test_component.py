@@ -225,3 +225,22 @@ def test_dg_list_components_shows_the_component(tmp_path):
         "`mlops_assets`: see the dagster_dg_cli.registry_modules entry point)\n"
         + out.stdout[-2000:]
     )
+
+
+def test_the_scaffolded_component_reaches_a_first_champion_on_realistic_data(no_resource_env):
+    """Default settings, one day of 5,000 realistic rows: the sample-size-aware gate promotes a
+    first model instead of holding it on noise (an AUC floor, a gap between groups of 30)."""
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(component_cls=MLOpsPipelineComponent, defs_path="loans")
+        file_name = write_day(path / "landing", dt.date(2026, 1, 1), n_rows=5_000, seed=11).name
+        with (
+            sandbox.load_component_and_build_defs(defs_path=path) as (_, defs),
+            dg.instance_for_test() as instance,
+        ):
+            instance.add_dynamic_partitions("loans_arrivals", [file_name])
+            result = defs.resolve_job_def("loans_bootstrap_job").execute_in_process(
+                instance=instance, partition_key=file_name, raise_on_error=False)
+            (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "gate"]
+            assert gate.passed, gate.description
+            champion = defs.resources["loans_mlflow"].champion("loans")
+            assert champion is not None and champion.tags["approval"] == "approved"

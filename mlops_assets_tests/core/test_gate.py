@@ -77,3 +77,82 @@ def test_gate_never_promotes_a_rule_breaker(value, champ, parity, gap, latency, 
         assert not d.passed
     else:
         assert d.passed
+
+
+# -- sample-size-aware rules ------------------------------------------------------------------
+def _spec_gate(**kw):
+    from mlops_assets.spec import GateSpec
+
+    return GateSpec(**{"min_main_metric": 0.7, "max_regression": 0.01, **kw})
+
+
+def _ev(**kw):
+    from mlops_assets.core.gate import HoldoutEvidence
+
+    return HoldoutEvidence(**{"n_rows": 1_000, "rarest_label_rows": 70, **kw})
+
+
+def _gate(config, auc, champion=None, **kw):
+    return evaluate_gate(config, main_metric="roc_auc", challenger={"roc_auc": auc}, champion=champion,
+                         parity_max_abs_diff=0.0, **kw)
+
+
+def test_a_first_model_below_the_floor_only_within_noise_is_promoted():
+    d = _gate(_spec_gate(), 0.68, evidence=_ev(metric_interval=(0.64, 0.72)))
+    assert d.passed and d.bootstrap
+    floor = next(r for r in d.rules if r.name == "roc_auc_min")
+    assert floor.detail == "roc_auc = 0.6800 (90% interval 0.6400-0.7200), min 0.7: below the floor, but within sampling noise of it"
+
+
+def test_a_first_model_clearly_below_the_floor_is_held_with_a_next_step():
+    d = _gate(_spec_gate(), 0.6, evidence=_ev(metric_interval=(0.57, 0.63)))
+    assert not d.passed
+    assert d.message().endswith("set gate.bootstrap_policy: infra_only to accept the first faithful model as a "
+                                "baseline that later retrains must beat")
+
+
+def test_the_floor_is_a_point_rule_once_a_champion_exists_and_under_all_rules():
+    assert not _gate(_spec_gate(), 0.68, champion={"roc_auc": 0.68}, evidence=_ev(metric_interval=(0.64, 0.72))).passed
+    assert not _gate(_spec_gate(bootstrap_policy="all_rules"), 0.68, evidence=_ev(metric_interval=(0.64, 0.72))).passed
+
+
+def test_infra_only_bootstrap_turns_quality_rules_into_warnings():
+    d = _gate(_spec_gate(bootstrap_policy="infra_only"), 0.55, evidence=_ev(metric_interval=(0.5, 0.6)))
+    assert d.passed and [r.name for r in d.warnings] == ["roc_auc_min"]
+    assert "WARNING roc_auc_min" in d.message()
+    broken = evaluate_gate(_spec_gate(bootstrap_policy="infra_only"), main_metric="roc_auc",
+                           challenger={"roc_auc": 0.9}, champion=None, parity_max_abs_diff=0.5)
+    assert not broken.passed and "never overridden" in broken.message()
+
+
+def test_a_fairness_gap_within_sampling_noise_passes_and_a_clear_one_fails():
+    cfg = _spec_gate(min_main_metric=None, max_fairness_gap=0.1)
+    noisy = _gate(cfg, 0.8, fairness_gap=0.11, evidence=_ev(gap_interval=(0.02, 0.2), ungated_groups=("nonbinary",)))
+    assert noisy.passed
+    rule = next(r for r in noisy.rules if r.name == "max_fairness_gap")
+    assert rule.detail.endswith("within sampling noise of the limit; not gated (too few rows or positives): "
+                                "['nonbinary']")
+    assert not _gate(cfg, 0.8, fairness_gap=0.2, evidence=_ev(gap_interval=(0.15, 0.25))).passed
+
+
+def test_a_holdout_too_small_to_judge_warns_and_never_silently_passes():
+    d = _gate(_spec_gate(min_main_metric=None), 0.8, evidence=_ev(n_rows=28, rarest_label_rows=5))
+    assert d.passed
+    (warning,) = d.warnings
+    assert warning.detail == ("28 holdout rows, 5 of the rarest label: too small to judge the model (want 200 rows "
+                              "and 20 of each label)")
+    assert "| holdout_size | 28.0000 | 200.0000 | warn |" in d.to_markdown()
+
+
+def test_groups_with_few_positives_are_reported_but_not_gated():
+    import numpy as np
+
+    from mlops_assets.core.metrics import slice_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.integers(0, 2, 400), np.r_[np.ones(3), np.zeros(57)]]
+    score = np.clip(y * 0.3 + rng.random(len(y)) * 0.7, 0, 1)
+    groups = np.array(["a"] * 200 + ["b"] * 200 + ["c"] * 60)
+    report = slice_metrics("binary", y, score, groups, "roc_auc", min_group_rows=30, min_group_positives=10)
+    assert report.gated == ["a", "b"]
+    assert {g["group"]: g["gated"] for g in report.groups} == {"a": True, "b": True, "c": False}

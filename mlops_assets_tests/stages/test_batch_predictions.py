@@ -28,7 +28,8 @@ def test_scores_a_partition_with_the_champion(world):
     assert out.columns == ["loan_id", "score", "prediction", "model_version", "scored_at"]
     features = world.resource("storage").read_parquet(world.pipeline.layout.features(second))
     bundle = world.resource("registry").load_bundle("demo", "1")
-    np.testing.assert_array_equal(out["score"].to_numpy(), bundle.score(features))
+    # The same ONNX model; onnxruntime sums trees in an order that depends on the batch size.
+    np.testing.assert_allclose(out["score"].to_numpy(), bundle.score(features), rtol=0, atol=1e-12)
     assert out["loan_id"].equals(features["loan_id"])
     assert md["mean_score"] == pytest.approx(float(out["score"].mean()))
 

@@ -27,7 +27,7 @@ def test_trains_on_accepted_labelled_partitions_and_logs_a_candidate(world):
     result = world.materialize([Stage.TRAINED_MODEL])
     assert result.success
     md = world.metadata(Stage.TRAINED_MODEL)
-    assert md["training_partitions"] == [labelled]
+    assert md["training_partitions"] == {labelled: 3_000}
     assert md["model_version"] == "1"
     registry = world.resource("registry")
     version = registry.get_version("demo", "1")
@@ -45,3 +45,23 @@ def test_trains_on_accepted_labelled_partitions_and_logs_a_candidate(world):
     assert storage.exists(world.pipeline.layout.holdout("1"))
     assert storage.exists(world.pipeline.layout.bundle_file("1", "model.onnx"))
     assert md["holdout_rows"] == pl.read_parquet(md["holdout_uri"]).height > 0
+
+
+def test_edge_variants_ship_inside_the_bundle_and_are_reported(tmp_path, instance):
+    from mlops_assets_tests.conftest import small_spec
+    from mlops_assets_tests.stages.harness import StageWorld
+
+    base = small_spec(tmp_path)
+    world = StageWorld(tmp_path, instance, edge={"enabled": True},
+                       gate={**base.gate.model_dump(mode="json"), "min_main_metric": 0.55, "max_fairness_gap": None})
+    world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], world.land(day=1))
+    assert world.materialize([Stage.TRAINED_MODEL, Stage.EVALUATION_REPORT]).success
+    manifest = json.loads(world.resource("registry").get_version("demo", "1").tags["bundle_manifest"])
+    assert {"edge/float32.json", "edge/float32.onnx"} <= set(manifest)
+    md = world.metadata(Stage.EVALUATION_REPORT)
+    assert md["edge_shipped"] == "float32"
+    assert md["edge_variants"].splitlines()[0].startswith("| variant | shipped | size_bytes | size_ratio |")
+    from mlops_assets.core.edge import load_variants
+
+    shipped = load_variants(world.resource("registry").bundle_dir("demo", "1"))["float32"]
+    assert shipped.shipped and shipped.scorer() is not None
