@@ -12,10 +12,21 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+import mlops_assets.spec_rules as rules
 
 TaskType = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["numeric", "categorical"]
@@ -36,9 +47,30 @@ _HASHED_SECTIONS = (
 class SpecError(ValueError):
     """A pipeline spec that cannot be used; the message names the field."""
 
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        # (field path, rule) pairs, e.g. ("gate.main_metric", "'rmse' is not a binary metric; ...").
+        self.problems = problems or []
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any number: a bound of .nan would silently check nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        rules.raise_problems(rules.boolean_for_number_problems(cls, data))
+        return data
+
+
+# A declared category: text, or an integer code (3 and 3.0 become "3", matched by value).
+CategoryValue = Annotated[
+    str,
+    BeforeValidator(rules.canonical_category),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]}),
+]
+ClassLabel = Annotated[str | int, BeforeValidator(rules.class_label)]
 
 
 class FeatureSpec(_Strict):
@@ -48,8 +80,9 @@ class FeatureSpec(_Strict):
     type: FeatureType
     min: float | None = Field(None, description="Numeric only: smallest allowed value.")
     max: float | None = Field(None, description="Numeric only: largest allowed value.")
-    categories: list[str] | None = Field(
-        None, description="Categorical only: the allowed values. Unset: any value is allowed."
+    categories: list[CategoryValue] | None = Field(
+        None, description="Categorical only: the allowed values; integer codes match by value (3 = 3.0 = "
+        "'3'). Unset: any value is allowed.",
     )
     max_null_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="Largest share of missing values allowed in a batch."
@@ -57,14 +90,7 @@ class FeatureSpec(_Strict):
 
     @model_validator(mode="after")
     def _rules_fit_type(self) -> FeatureSpec:
-        if self.type == "categorical" and (self.min is not None or self.max is not None):
-            raise ValueError(f"feature '{self.name}': min/max apply to numeric features only")
-        if self.type == "numeric" and self.categories is not None:
-            raise ValueError(f"feature '{self.name}': categories apply to categorical features only")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature '{self.name}': min ({self.min}) is greater than max ({self.max})")
-        if self.categories is not None and len(set(self.categories)) != len(self.categories):
-            raise ValueError(f"feature '{self.name}': categories contain duplicates")
+        rules.raise_problems(rules.feature_problems(self))
         return self
 
 
@@ -123,7 +149,12 @@ class SplitSpec(_Strict):
 
     holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
     validation_fraction: float = Field(0.1, gt=0, lt=0.9)
-    seed: int = 17
+    seed: int = Field(17, ge=0, le=2**64 - 1, description="Salt of the id hash (an unsigned 64-bit integer).")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        rules.raise_problems(rules.split_problems(self))
+        return self
 
 
 class LightGBMSpec(_Strict):
@@ -142,10 +173,7 @@ class LightGBMSpec(_Strict):
     @field_validator("extra_params")
     @classmethod
     def _no_float32_traps(cls, value: dict[str, Any]) -> dict[str, Any]:
-        banned = {"objective", "num_class", "seed", "deterministic", "categorical_feature"}
-        clash = sorted(banned & set(value))
-        if clash:
-            raise ValueError(f"{clash} are set by the pipeline and cannot be overridden")
+        rules.raise_problems(rules.extra_params_problems(value))
         return value
 
 
@@ -194,6 +222,7 @@ class SearchParam(_Strict):
                 raise ValueError("'low' must be set and below 'high'")
             if self.log and self.low <= 0:
                 raise ValueError("a log range needs low > 0")
+        rules.raise_problems(rules.search_param_problems(self))
         return self
 
 
@@ -218,7 +247,7 @@ class SearchSpec(_Strict):
 
 class ModelSpec(_Strict):
     trainer: Literal["lightgbm", "mlp"] = "lightgbm"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Training seed (LightGBM takes a 32-bit int).")
     decision_threshold: float = Field(0.5, gt=0, lt=1, description="Binary: score -> label cut.")
     lightgbm: LightGBMSpec = LightGBMSpec()
     mlp: MLPSpec = MLPSpec()
@@ -231,15 +260,8 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _search_space_fits_trainer(self) -> ModelSpec:
-        if self.search is None:
-            return self
-        config = self.trainer_settings
-        allowed = set(type(config).model_fields) - {"extra_params", "num_threads", "device"}
-        unknown = sorted(set(self.search.space) - allowed)
-        if unknown:
-            raise ValueError(
-                f"search.space: {unknown} are not {self.trainer} settings; choose from {sorted(allowed)}"
-            )
+        if self.search is not None:
+            rules.raise_problems(rules.search_space_problems(self.search.space, self.trainer_settings, self.trainer))
         return self
 
 
@@ -275,6 +297,11 @@ class FeatureDriftSpec(_Strict):
         "auto", description="auto follows Evidently's defaults (see docs/drift.md)."
     )
     threshold: float | None = Field(None, gt=0, description="Unset: the method's default.")
+
+    @model_validator(mode="after")
+    def _threshold_fits_method(self) -> FeatureDriftSpec:
+        rules.raise_problems(rules.drift_threshold_problems(self))
+        return self
 
 
 class DriftSpec(_Strict):
@@ -319,9 +346,11 @@ class DriftSpec(_Strict):
 class GroundTruthSpec(_Strict):
     """Delayed labels: files with the id, the label and when it became known."""
 
-    path: str = Field(description="Directory where label files (Parquet/CSV) arrive.")
-    label_column: str | None = Field(None, description="Unset: the spec's target column name.")
-    time_column: str = Field("labelled_at", description="Timestamp of the outcome; metrics are per day of it.")
+    path: str = Field(min_length=1, description="Directory where label files (Parquet/CSV) arrive.")
+    label_column: str | None = Field(None, min_length=1, description="Unset: the spec's target column name.")
+    time_column: str = Field(
+        "labelled_at", min_length=1, description="Timestamp of the outcome; metrics are per day of it."
+    )
 
 
 class PerformanceSpec(_Strict):
@@ -333,7 +362,7 @@ class PerformanceSpec(_Strict):
 class AutomationSpec(_Strict):
     batch_inference_cron: str = Field("0 6 * * *", description="Cron of the batch-inference schedule.")
     monitoring_cron: str = Field("0 * * * *", description="Cron of the drift/performance check schedule.")
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="IANA time zone of both crons, e.g. 'Europe/Paris'.")
     sensor_interval_seconds: int = Field(30, ge=5)
     retrain_on_drift: bool = True
     retrain_on_performance_drop: bool = True
@@ -346,6 +375,22 @@ class AutomationSpec(_Strict):
         False, description="Also attach AutomationCondition.eager() to downstream assets (see docs)."
     )
 
+    @field_validator("batch_inference_cron", "monitoring_cron")
+    @classmethod
+    def _dagster_cron(cls, value: str) -> str:
+        problem = rules.cron_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, value: str) -> str:
+        problem = rules.timezone_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class PipelineSpec(_Strict):
     """One ML pipeline: data source, target, features, model, gate, drift and schedule."""
@@ -353,15 +398,18 @@ class PipelineSpec(_Strict):
     name: str = Field(description="Lower-case identifier: asset key prefix, group and MLflow model name.")
     source: SourceSpec
     limits: LimitsSpec = LimitsSpec()
-    target: str
+    target: str = Field(min_length=1)
     task: TaskType = "binary"
-    classes: list[str | int] | None = Field(
-        None, description="Multiclass: the class labels in order. Binary labels must be 0/1."
+    classes: list[ClassLabel] | None = Field(
+        None, description="Multiclass: the class labels in order, all text or all integers (matched by value: "
+        "3 = 3.0 = '3'). Binary labels must be 0/1.",
     )
     features: list[FeatureSpec] = Field(min_length=1)
-    id_column: str
-    timestamp_column: str | None = None
-    group_column: str | None = Field(None, description="Column for slice and fairness metrics.")
+    id_column: str = Field(min_length=1)
+    timestamp_column: str | None = Field(None, min_length=1, description="Datetime or ISO-8601 text column.")
+    group_column: str | None = Field(
+        None, min_length=1, description="Column for slice and fairness metrics (may also be a feature)."
+    )
     min_rows: int = Field(100, ge=1, description="Smallest batch accepted by validation.")
     split: SplitSpec = SplitSpec()
     model: ModelSpec = ModelSpec()
@@ -371,7 +419,7 @@ class PipelineSpec(_Strict):
     ground_truth: GroundTruthSpec | None = Field(None, description="Delayed labels for model_performance.")
     performance: PerformanceSpec = PerformanceSpec()
     state_dir: str = Field(
-        ".mlops", description="Embedded default home for artifacts and the MLflow store."
+        ".mlops", min_length=1, description="Embedded default home for artifacts and the MLflow store."
     )
     owners: list[str] = Field(
         default_factory=list,
@@ -407,26 +455,17 @@ class PipelineSpec(_Strict):
             raise ValueError(f"values of {long}: at most 63 characters of letters, digits, '_', '-', '.'")
         return value
 
+    @field_validator("classes")
+    @classmethod
+    def _classes_distinct(cls, value: list[str | int] | None) -> list[str | int] | None:
+        if value is not None:
+            rules.raise_problems(rules.class_problems(value))
+        return value
+
     @model_validator(mode="after")
     def _columns_consistent(self) -> PipelineSpec:
-        names = [f.name for f in self.features]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"features: duplicate names {dupes}")
-        for field in ("target", "id_column", "timestamp_column"):
-            col = getattr(self, field)
-            if col is not None and col in names:
-                raise ValueError(f"{field} '{col}' must not also be a feature")
-        if self.target == self.id_column:
-            raise ValueError("target and id_column must differ")
-        if self.task == "multiclass" and self.classes is not None and len(self.classes) < 3:
-            raise ValueError("classes: multiclass needs at least 3 classes (use task: binary for 2)")
-        if self.task != "multiclass" and self.classes is not None:
-            raise ValueError("classes applies to task: multiclass only")
-        for field, chosen in (("key_features", self.drift.key_features), ("per_feature", self.drift.per_feature)):
-            unknown = sorted(set(chosen) - set(names))
-            if unknown:
-                raise ValueError(f"drift.{field}: {unknown} are not features")
+        # Column roles, reserved names, metrics per task, drift methods per type: spec_rules.py.
+        rules.raise_problems(rules.pipeline_problems(self))
         return self
 
     # -- derived values -------------------------------------------------------------------
@@ -441,8 +480,7 @@ class PipelineSpec(_Strict):
 
     @property
     def main_metric(self) -> str:
-        defaults = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
-        return self.gate.main_metric or defaults[self.task]
+        return self.gate.main_metric or rules.DEFAULT_METRIC[self.task]
 
     @property
     def spec_hash(self) -> str:
@@ -456,45 +494,55 @@ class PipelineSpec(_Strict):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"invalid pipeline spec: expected a mapping, got {type(data).__name__}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(format_validation_error(exc, data.get("name"))) from exc
+            message, problems = rules.format_validation_error(exc, data.get("name"))
+            raise SpecError(message, problems) from exc
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> PipelineSpec:
-        """Load a spec; relative `state_dir` and `source.path` resolve against the file's folder."""
+        """Load a spec; relative `state_dir` and `source.path` resolve against the file's folder.
+
+        A key written twice in one mapping is an error (plain YAML keeps the last one silently).
+        """
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            text = path.read_text()
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
+        try:
+            data = rules.load_yaml(text)
         except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+            raise SpecError(f"{path}: not valid YAML: {exc}", [("<yaml>", str(exc))]) from exc
+        if data is None:
+            raise SpecError(f"{path}: the file is empty; a spec is a mapping (name, source, target, ...)")
         if not isinstance(data, dict):
             raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         data = _resolve_relative_paths(data, path.parent)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(f"{path}: " + format_validation_error(exc, data.get("name"))) from exc
+            message, problems = rules.format_validation_error(exc, data.get("name"))
+            raise SpecError(f"{path}: " + message, problems) from exc
 
 
 def format_validation_error(exc: ValidationError, name: object = None) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<spec>"
-        lines.append(f"{loc}: {err['msg']}")
-    head = f"invalid pipeline spec '{name}'" if name else "invalid pipeline spec"
-    return head + ":\n  " + "\n  ".join(lines)
+    return rules.format_validation_error(exc, name)[0]
 
 
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    # An empty path stays empty, so validation refuses it instead of it becoming the spec's folder.
     data = dict(data)
     state_dir = data.get("state_dir")
-    if isinstance(state_dir, str) and not _is_absolute(state_dir):
+    if isinstance(state_dir, str) and state_dir and not _is_absolute(state_dir):
         data["state_dir"] = str((base / state_dir).resolve())
     for section in ("source", "ground_truth"):
         block = data.get(section)
-        if isinstance(block, dict) and isinstance(block.get("path"), str) and not _is_absolute(block["path"]):
+        if isinstance(block, dict) and isinstance(block.get("path"), str) and block["path"] \
+                and not _is_absolute(block["path"]):
             data[section] = {**block, "path": str((base / block["path"]).resolve())}
     return data
 
