@@ -34,6 +34,7 @@ MANIFEST_TAG = "bundle_manifest"
 DIGEST_TAG = "bundle_sha256"
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST"}
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_QUIET_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _MLFLOW_LOCK = threading.Lock()  # mlflow's fluent API keeps the tracking URI in a global
 
 
@@ -99,7 +100,10 @@ class MLflowRegistry(dg.ConfigurableResource):
         with _MLFLOW_LOCK:
             # set_tracking_uri also writes MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI into the
             # environment; restore those exactly, or every later subprocess inherits our store.
-            saved_env = {k: os.environ.get(k) for k in _MLFLOW_ENV}
+            saved_env = {k: os.environ.get(k) for k in (*_MLFLOW_ENV, *_QUIET_ENV)}
+            # MLflow prints the run's URL (credentials included) to stdout, and progress bars.
+            for key, value in _QUIET_ENV.items():
+                os.environ.setdefault(key, value)
             old_t, old_r = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
