@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from mlops_assets.spec import PipelineSpec
 
@@ -31,13 +36,33 @@ def _type(prop, defs: dict) -> str:
     return kind
 
 
-def _default(prop: dict) -> str:
-    if "default" not in prop:
+def _models(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every model class reachable from the root's fields, by the name its schema section has."""
+    found: dict[str, type[BaseModel]] = {}
+    stack = [root]
+    while stack:
+        model = stack.pop()
+        if model.__name__ in found:
+            continue
+        found[model.__name__] = model
+        for info in model.model_fields.values():
+            stack += [t for t in _types_in(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return found
+
+
+def _types_in(annotation) -> list:
+    return [annotation, *(t for arg in typing.get_args(annotation) for t in _types_in(arg))]
+
+
+def _default(info: FieldInfo | None) -> str:
+    # From the field itself, not the JSON schema: a default_factory ([] or {}) has no "default"
+    # key there, yet the field is optional.
+    if info is None or info.is_required():
         return "**required**"
-    value = prop["default"]
-    if isinstance(value, dict) and value:
+    value = info.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
         return "see section"
-    return f"`{json.dumps(value)}`"
+    return f"`{json.dumps(to_jsonable_python(value))}`"
 
 
 def _constraints(prop: dict) -> str:
@@ -49,14 +74,16 @@ def _constraints(prop: dict) -> str:
     return ", ".join(parts)
 
 
-def _table(title: str, schema: dict, defs: dict) -> list[str]:
+def _table(title: str, schema: dict, defs: dict, model: type[BaseModel] | None) -> list[str]:
     lines = [f"## {title}", ""]
     if schema.get("description"):
         lines += [" ".join(schema["description"].split()), ""]
     lines += ["| field | type | default | rules | description |", "|---|---|---|---|---|"]
+    fields = model.model_fields if model is not None else {}
     for name, prop in schema.get("properties", {}).items():
         desc = " ".join((prop.get("description") or "").split())
-        lines.append(f"| `{name}` | {_type(prop, defs)} | {_default(prop)} | {_constraints(prop)} | {desc} |")
+        lines.append(f"| `{name}` | {_type(prop, defs)} | {_default(fields.get(name))} | {_constraints(prop)} "
+                     f"| {desc} |")
     return lines + [""]
 
 
@@ -71,9 +98,10 @@ def render() -> str:
         "spec, the Python API and the `MLOpsPipelineComponent` attributes. Unknown fields are errors.",
         "",
     ]
-    out += _table("PipelineSpec", schema, defs)
+    models = _models(PipelineSpec)
+    out += _table("PipelineSpec", schema, defs, PipelineSpec)
     for name in sorted(defs):
-        out += _table(name, defs[name], defs)
+        out += _table(name, defs[name], defs, models.get(name))
     return "\n".join(out).rstrip() + "\n"
 
 
