@@ -3,6 +3,11 @@
 Categoricals are encoded as ordinal codes over a fixed vocabulary rather than as
 LightGBM categorical splits: trees split on them just as well at these cardinalities,
 and numeric-only trees export to ONNX exactly (no bitset splits to translate).
+
+Categorical values and class labels are compared as text in one canonical form
+(`canonical_strings`): a numeric code is the same category whether a file holds it as
+3, 3.0 or "3". Validation, `prepare_features` and `FeatureEncoder` all use it, so the
+trained model and the scorer (which encodes raw frames) see the same codes.
 """
 
 from __future__ import annotations
@@ -54,19 +59,59 @@ def assign_split(ids: pl.Series, spec: PipelineSpec) -> pl.Series:
     return pl.Series(SPLIT_COLUMN, labels, dtype=pl.String)
 
 
+def canonical_strings(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Values as the text categories and classes are matched by: 3, 3.0 and "3" are all "3".
+
+    Text, integers and booleans are cast exactly as before (so encodings of string
+    categories never change); a float that is a whole number loses its ".0", NaN is missing.
+    """
+    if not (dtype.is_float() or dtype.is_decimal()):
+        return expr.cast(pl.String)
+    x = expr.cast(pl.Float64)
+    whole = x.is_finite() & (x == x.floor()) & (x.abs() < 2.0**63)
+    # The first branch names the result: the column's own name, not "literal".
+    return (
+        pl.when(whole).then(x.cast(pl.Int64).cast(pl.String))
+        .when(x.is_nan()).then(None)
+        .otherwise(x.cast(pl.String))
+    )
+
+
+def canonical_series(series: pl.Series) -> pl.Series:
+    return series.to_frame().select(canonical_strings(pl.col(series.name), series.dtype)).to_series()
+
+
+def parse_timestamps(series: pl.Series) -> pl.Series:
+    """A timestamp column as UTC datetimes; unparseable text becomes null (validation reports it)."""
+    if series.dtype != pl.String:
+        return series
+    return series.str.to_datetime(time_zone="UTC", strict=False)
+
+
+def unparseable_timestamps(series: pl.Series) -> pl.Series:
+    """The text values `parse_timestamps` cannot read (empty when none or not text)."""
+    if series.dtype != pl.String:
+        return series.head(0)
+    return series.filter(parse_timestamps(series).is_null() & series.is_not_null())
+
+
 def prepare_features(df: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
     """Canonical column order and types, plus the split column. Input must be validated."""
-    cols: list[pl.Expr] = [pl.col(spec.id_column)]
+    schema = df.schema
+    cols: list[pl.Expr | pl.Series] = [pl.col(spec.id_column)]
     if spec.timestamp_column:
-        ts = pl.col(spec.timestamp_column)
-        if df.schema[spec.timestamp_column] == pl.String:
-            ts = ts.str.to_datetime(time_zone="UTC")
-        cols.append(ts)
+        ts = df[spec.timestamp_column]
+        bad = unparseable_timestamps(ts)
+        if bad.len():   # validate_batch reports this as a schema failure; never a raw polars error
+            raise ValueError(f"column '{spec.timestamp_column}': unparseable timestamps "
+                             f"({bad.len()} rows, e.g. {bad.head(3).to_list()})")
+        cols.append(parse_timestamps(ts))
     if spec.group_column and spec.group_column not in spec.feature_names:
-        cols.append(pl.col(spec.group_column).cast(pl.String))
+        cols.append(canonical_strings(pl.col(spec.group_column), schema[spec.group_column]))
     for feat in spec.features:
         expr = pl.col(feat.name)
-        cols.append(expr.cast(pl.Float64) if feat.type == "numeric" else expr.cast(pl.String))
+        cols.append(expr.cast(pl.Float64) if feat.type == "numeric"
+                    else canonical_strings(expr, schema[feat.name]))
     if spec.target in df.columns:
         target = pl.col(spec.target)
         if spec.task == "binary":
@@ -74,7 +119,7 @@ def prepare_features(df: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
         elif spec.task == "regression":
             cols.append(target.cast(pl.Float64))
         else:
-            cols.append(target.cast(pl.String))
+            cols.append(canonical_strings(target, schema[spec.target]))
     out = df.select(cols)
     # NaN and null mean the same thing downstream: missing.
     out = out.with_columns(
@@ -100,7 +145,7 @@ class FeatureEncoder:
             if feat.categories is not None:
                 categories[feat.name] = tuple(feat.categories)
             else:
-                categories[feat.name] = tuple(sorted(df[feat.name].drop_nulls().unique().to_list()))
+                categories[feat.name] = tuple(sorted(canonical_series(df[feat.name]).drop_nulls().unique().to_list()))
         return cls(tuple(spec.feature_names), dict(spec.feature_types), categories)
 
     def transform(self, df: pl.DataFrame) -> np.ndarray:
@@ -108,15 +153,16 @@ class FeatureEncoder:
         if missing:
             raise ValueError(f"cannot encode: missing feature columns {missing}")
         exprs = []
+        schema = df.schema
         for name in self.feature_names:
             if self.kinds[name] == "numeric":
                 exprs.append(pl.col(name).cast(pl.Float64).fill_nan(None))
             else:
                 mapping = {v: float(i) for i, v in enumerate(self.categories[name])}
-                # Unseen categories become missing: the model routes them like nulls.
-                exprs.append(
-                    pl.col(name).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.Float64)
-                )
+                # Unseen categories become missing: the model routes them like nulls. Raw frames
+                # (scoring) may hold codes as floats: canonical text matches them by value.
+                exprs.append(canonical_strings(pl.col(name), schema[name]).replace_strict(
+                    mapping, default=None, return_dtype=pl.Float64))
         return df.select(exprs).to_numpy(order="c").astype(np.float64, copy=False)
 
     def to_dict(self) -> dict:
@@ -143,7 +189,7 @@ def encode_target(target: pl.Series, spec: PipelineSpec, classes: list | None = 
         return target.cast(pl.Float64).to_numpy()
     classes = [str(c) for c in (classes or spec.classes or [])]
     index = {c: float(i) for i, c in enumerate(classes)}
-    return target.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
+    return canonical_series(target).replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
 
 
 def data_hash(df: pl.DataFrame) -> str:

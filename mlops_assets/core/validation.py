@@ -3,6 +3,9 @@
 Pure (no Dagster). Each check returns the violations it found, and each violation names
 the column and the rule, so the asset check message reads like
 ``column 'income': range (3 values below min 0.0, e.g. -120.0)``.
+
+An empty or header-only batch says so first: with no rows, a file's column types mean
+nothing (polars reads every column of a header-only CSV as text), so no per-column rule runs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from mlops_assets.core.features import canonical_series, unparseable_timestamps
 from mlops_assets.spec import PipelineSpec
+from mlops_assets.spec_rules import DUPLICATED_HEADER_RE
 
 # Order matters only for display; each is its own blocking asset check.
 CHECK_NAMES = ("schema", "keys", "nulls", "ranges", "categories", "row_count", "target", "label_distribution")
@@ -61,13 +66,33 @@ class ValidationReport:
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
-    return dtype.is_numeric() and dtype != pl.Boolean
+    # Null: a column with no value at all (all-null Parquet); the nulls rule speaks for it.
+    return (dtype.is_numeric() and dtype != pl.Boolean) or dtype == pl.Null
 
 
 def _is_categorical_compatible(dtype: pl.DataType) -> bool:
-    return dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(
+    return dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Null) or isinstance(
         dtype, (pl.Enum, pl.Categorical)
     ) or dtype.is_integer()
+
+
+def _fractional_codes(col: pl.Series) -> list:
+    """Float values of a categorical column that are not whole numbers (3.0 is the code 3; 2.5 is no code)."""
+    if not col.dtype.is_float():
+        return []
+    x = col.drop_nulls().drop_nans()
+    return x.filter(x.is_finite().not_() | (x != x.floor())).unique().sort().head(3).to_list()
+
+
+def _duplicated_headers(columns: list[str]) -> dict[str, list[str]]:
+    """polars reads a repeated CSV header 'x' as 'x', 'x_duplicated_0', ...: base -> the renamed copies."""
+    present = set(columns)
+    found: dict[str, list[str]] = {}
+    for col in columns:
+        m = DUPLICATED_HEADER_RE.match(col)
+        if m and m["base"] in present:
+            found.setdefault(m["base"], []).append(col)
+    return found
 
 
 def validate_batch(df: pl.DataFrame, spec: PipelineSpec, label_reference: dict | None = None) -> ValidationReport:
@@ -77,6 +102,9 @@ def validate_batch(df: pl.DataFrame, spec: PipelineSpec, label_reference: dict |
     schema = df.schema
     usable: set[str] = set()
 
+    if df.height == 0:
+        shape = f"header only: {df.width} columns" if df.width else "no columns either"
+        bad(RuleViolation("row_count", None, "the batch has no rows", f"{shape}; min_rows is {spec.min_rows}"))
     required = [spec.id_column] + spec.feature_names
     required += [c for c in (spec.timestamp_column, spec.group_column) if c]
     for col in dict.fromkeys(required):
@@ -84,17 +112,35 @@ def validate_batch(df: pl.DataFrame, spec: PipelineSpec, label_reference: dict |
             bad(RuleViolation("schema", col, "missing column", f"expected by the spec; got {df.columns}"))
         else:
             usable.add(col)
+    for base, copies in _duplicated_headers(df.columns).items():
+        bad(RuleViolation("schema", base, "duplicated column",
+                          f"the file's header names '{base}' {len(copies) + 1} times (read as {[base, *copies]}); "
+                          "which one holds the data is ambiguous"))
+        usable.discard(base)
+    if df.height == 0:
+        return report   # no values: types, keys, ranges and labels have nothing to say
     for feat in spec.features:
         if feat.name not in usable:
             continue
         dtype = schema[feat.name]
-        ok = _is_numeric(dtype) if feat.type == "numeric" else _is_categorical_compatible(dtype)
+        ok = _is_numeric(dtype) if feat.type == "numeric" else _is_categorical_compatible(dtype) or dtype.is_float()
+        fractional = _fractional_codes(df[feat.name]) if ok and feat.type == "categorical" else []
         if not ok:
             bad(RuleViolation("schema", feat.name, "type", f"declared {feat.type}, got {dtype}"))
+        elif fractional:
+            bad(RuleViolation("schema", feat.name, "type", f"declared categorical, got {dtype} values that are "
+                              f"not whole-number codes, e.g. {fractional}"))
+        if not ok or fractional:
             usable.discard(feat.name)
     ts = spec.timestamp_column
-    if ts in usable and not schema[ts].is_temporal() and schema[ts] != pl.String:
+    if ts in usable and not schema[ts].is_temporal() and schema[ts] not in (pl.String, pl.Null):
         bad(RuleViolation("schema", ts, "type", f"timestamp column must be a datetime or ISO string, got {schema[ts]}"))
+    elif ts in usable:
+        unreadable = unparseable_timestamps(df[ts])
+        if unreadable.len():
+            bad(RuleViolation("schema", ts, "unparseable timestamps",
+                              f"{unreadable.len()} rows, e.g. {unreadable.unique(maintain_order=True).head(3).to_list()}; "
+                              "expected ISO 8601 such as 2026-01-31T08:00:00Z"))
 
     if spec.id_column in usable:
         ids = df[spec.id_column]
@@ -116,7 +162,7 @@ def validate_batch(df: pl.DataFrame, spec: PipelineSpec, label_reference: dict |
         if feat.type == "numeric":
             _check_range(df, feat.name, feat.min, feat.max, bad)
         elif feat.categories is not None:
-            values = col.cast(pl.String).drop_nulls()
+            values = canonical_series(col).drop_nulls()   # 3, 3.0 and "3" are one category
             unknown = values.filter(~values.is_in(feat.categories))
             if unknown.len():
                 examples = unknown.unique().sort().head(5).to_list()
@@ -169,7 +215,8 @@ def _check_target(target: pl.Series, spec: PipelineSpec, bad) -> None:
             bad(RuleViolation("target", name, "labels not 0/1", f"e.g. {odd.unique().head(3).to_list()}"))
     elif spec.task == "multiclass" and spec.classes is not None:
         allowed = [str(c) for c in spec.classes]
-        odd = values.cast(pl.String).filter(~values.cast(pl.String).is_in(allowed))
+        labels = canonical_series(values)              # 3, 3.0 and "3" are one class
+        odd = labels.filter(~labels.is_in(allowed))
         if odd.len():
             bad(RuleViolation("target", name, "unknown classes",
                               f"{odd.len()} rows, e.g. {odd.unique().head(3).to_list()}; classes {allowed}"))
