@@ -102,3 +102,85 @@ def performance_signal(series: pl.DataFrame, *, metric: str, baseline: float, ch
         f"{metric} over the last {recent.height} labelled day(s) = {current:.4f} vs holdout {baseline:.4f}: "
         f"drop {drop:.4f} {verdict} the allowed {max_drop}",
     )
+
+
+# -- a release's two arms -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmResult:
+    arm: str                 # champion | candidate
+    version: str
+    rows: int                # labelled rows on the days both arms have labels
+    value: float | None      # the main metric on those rows (None: not computable yet)
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """The champion's and the candidate's main metric on the same labelled days.
+
+    Each arm's rows are pooled over the days on which both arms have labelled rows, so a day
+    (and its base rate) only ever counts for both or for neither."""
+
+    metric: str
+    higher_is_better: bool
+    days: tuple[str, ...]
+    champion: ArmResult
+    candidate: ArmResult
+
+    @property
+    def drop(self) -> float | None:
+        """How much worse the candidate is (positive: worse), or None when either is unknown."""
+        a, b = self.champion.value, self.candidate.value
+        if a is None or b is None:
+            return None
+        return (a - b) if self.higher_is_better else (b - a)
+
+    def describe(self) -> str:
+        def one(r: ArmResult) -> str:
+            shown = "-" if r.value is None else f"{r.value:.4f}"
+            return f"{r.arm} v{r.version} {shown} on {r.rows} rows"
+        return f"{self.metric} {one(self.candidate)} vs {one(self.champion)} over {len(self.days)} day(s)"
+
+    def rows(self) -> list[dict]:
+        return [{"arm": r.arm, MODEL_VERSION: r.version, "labelled_rows": r.rows,
+                 self.metric: r.value if r.value is not None else float("nan")}
+                for r in (self.champion, self.candidate)]
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "days": list(self.days),
+                "champion": vars(self.champion).copy(), "candidate": vars(self.candidate).copy()}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ArmComparison | None:
+        if not data:
+            return None
+        return cls(metric=data["metric"], higher_is_better=bool(data["higher_is_better"]),
+                   days=tuple(data["days"]), champion=ArmResult(**data["champion"]),
+                   candidate=ArmResult(**data["candidate"]))
+
+
+def compare_arms(joined: pl.DataFrame, *, task: str, metric: str, champion_version: str, candidate_version: str,
+                 threshold: float = 0.5, classes: list | None = None) -> ArmComparison:
+    """`joined` (predictions joined to labels, `join_labels`) holding both versions' rows:
+    in shadow both scored every row, in canary each scored its arm."""
+    classes = [str(c) for c in (classes or [])]
+    versions = joined[MODEL_VERSION].cast(pl.String) if joined.height else pl.Series(MODEL_VERSION, [], pl.String)
+    parts = {arm: joined.filter(versions == v) for arm, v in (("champion", champion_version),
+                                                                ("candidate", candidate_version))}
+    days = set(parts["champion"][DAY].unique().to_list()) & set(parts["candidate"][DAY].unique().to_list()) \
+        if joined.height else set()
+
+    def result(arm: str, version: str) -> ArmResult:
+        part = parts[arm].filter(pl.col(DAY).is_in(sorted(days))) if days else parts[arm].head(0)
+        value = None
+        if part.height:
+            try:
+                value = compute_metrics(task, _labels(part, task, classes), scores_for_metrics(part, task, classes),
+                                        threshold).get(metric)
+            except ValueError:
+                value = None
+            if value is not None and not np.isfinite(value):
+                value = None
+        return ArmResult(arm, str(version), part.height, None if value is None else float(value))
+
+    return ArmComparison(metric, HIGHER_IS_BETTER.get(metric, True), tuple(str(d) for d in sorted(days)),
+                         result("champion", champion_version), result("candidate", candidate_version))
