@@ -282,7 +282,26 @@ class GateSpec(_Strict):
     onnx_parity_tolerance: float | None = Field(
         None, gt=0, le=1e-2, description="Unset: 1e-5 for LightGBM, 1e-4 for the MLP."
     )
-    force_promote: bool = False
+    max_regression_on_champion_holdout: float | None = Field(
+        0.01, ge=0, description="Largest allowed worsening vs the champion on the champion's own (frozen) "
+        "holdout rows: a candidate trained on poisoned new data cannot hide behind a poisoned new holdout.",
+    )
+    bootstrap_policy: Literal["floor_ci", "all_rules", "infra_only"] = Field(
+        "floor_ci", description="The first model (no champion yet): floor_ci fails the metric floor only "
+        "when its confidence interval lies below it; all_rules judges point estimates as later; "
+        "infra_only promotes any faithful model as the baseline (quality rules only warn).",
+    )
+    confidence: float = Field(0.9, gt=0.5, lt=1, description="Confidence of the bootstrap intervals.")
+    fairness_min_group_rows: int = Field(30, ge=1, description="Smaller groups are reported, not gated.")
+    fairness_min_group_positives: int = Field(
+        10, ge=1, description="Groups with fewer rows of their rarest label are reported, not gated.")
+    min_holdout_rows: int = Field(200, ge=1, description="A smaller holdout passes with a warning that it "
+                                  "is too small to judge the model.")
+    min_holdout_positives: int = Field(20, ge=1, description="Classification: rows of the rarest label "
+                                       "below which the holdout is too small to judge.")
+    force_promote: bool = Field(
+        False, description="Promote despite failed quality rules (never despite ONNX infra rules); audited."
+    )
     force_reason: str | None = None
 
     @model_validator(mode="after")
@@ -318,6 +337,10 @@ class DriftSpec(_Strict):
     )
     psi_bins: int = Field(10, ge=2, le=100)
     evidently_sample_rows: int = Field(100_000, ge=100)
+    evidently_html: Literal["on_drift", "always", "never"] = Field(
+        "on_drift", description="When to render Evidently's HTML report next to our own drift summary: "
+        "only when drift is found (default), on every report, or never.",
+    )
     # The calibrated retrain signal (docs/drift.md, "Two layers").
     top_key_features: int = Field(
         3, ge=0, le=50,
@@ -359,6 +382,23 @@ class PerformanceSpec(_Strict):
     min_rows_per_day: int = Field(50, ge=1, description="Days with fewer labelled rows are not scored.")
 
 
+class ReleaseSpec(_Strict):
+    """How a gated candidate replaces the champion: at once, or after a shadow or canary release
+    judged on delayed labels (docs/serving.md, "Shadow and canary")."""
+
+    mode: Literal["none", "shadow", "canary"] = Field(
+        "none", description="none: promote a gated candidate at once; shadow: score beside the champion, "
+        "serve the champion's; canary: the candidate serves canary_fraction of the ids.")
+    canary_fraction: float = Field(0.1, gt=0, lt=1, description="Canary: share of ids (by a stable hash) "
+                                   "the candidate serves.")
+    min_labelled_rows: int = Field(500, ge=1, description="Labelled rows each arm needs, on the same days, "
+                                   "before the release is judged.")
+    max_metric_drop: float = Field(0.01, ge=0, description="The candidate is promoted when its main metric is "
+                                   "at most this much worse than the champion's on the same days; else ended.")
+    max_days: float | None = Field(14, gt=0, description="A release still undecided after this many days is "
+                                   "ended (the candidate is not promoted). Unset: it waits for labels.")
+
+
 class AutomationSpec(_Strict):
     batch_inference_cron: str = Field("0 6 * * *", description="Cron of the batch-inference schedule.")
     monitoring_cron: str = Field("0 * * * *", description="Cron of the drift/performance check schedule.")
@@ -371,6 +411,21 @@ class AutomationSpec(_Strict):
     )
     retrain_budget: int = Field(3, ge=1, description="At most this many retrains per budget window.")
     retrain_budget_window_hours: float = Field(24, gt=0)
+    retrain_on_new_data: bool = Field(
+        True, description="Retrain when enough labelled rows arrived since the champion's training set."
+    )
+    new_data_min_rows: int = Field(
+        1_000, ge=1, description="New labelled rows (not in the champion's training set) needed to retrain."
+    )
+    new_data_min_fraction: float = Field(
+        0.25, ge=0, description="...and at least this share of the champion's training rows."
+    )
+    watchdog_interval_seconds: int = Field(
+        30, ge=5, description="How often the dead-run watchdog looks for runs whose worker died."
+    )
+    watchdog_grace_seconds: float = Field(
+        30, ge=1, description="A run whose worker is gone this long (and silent) is failed and its slots freed."
+    )
     declarative: bool = Field(
         False, description="Also attach AutomationCondition.eager() to downstream assets (see docs)."
     )
@@ -390,6 +445,61 @@ class AutomationSpec(_Strict):
         if problem:
             raise ValueError(problem)
         return value
+
+
+class EdgeRulesSpec(_Strict):
+    """Limits an edge variant must meet to ship in the bundle (None switches a rule off)."""
+
+    max_relative_metric_delta: float | None = Field(
+        None, ge=0, description="Worsening of the main metric vs the full model, as a fraction of its value.")
+    max_score_diff: float | None = Field(
+        None, ge=0, description="Max |variant - full| score on the holdout (regression: in prediction std).")
+    max_size_ratio: float | None = Field(None, gt=0, description="Variant size / full model size.")
+    max_size_bytes: int | None = Field(None, ge=1)
+    max_p99_latency_ms: float | None = Field(None, gt=0)
+
+
+class EdgeSpec(_Strict):
+    """Compact models for edge devices, built beside the full one: an int8 dynamic-quantised MLP,
+    a float32 LightGBM. Each ships only when its own rules pass; it never blocks the full model."""
+
+    enabled: bool = Field(False, description="Build, measure and gate the edge variants at training.")
+    variants: list[Literal["int8", "float32"]] | None = Field(
+        None, description="Unset: int8 for the MLP, float32 for LightGBM.")
+    int8: EdgeRulesSpec = EdgeRulesSpec(max_relative_metric_delta=0.01, max_score_diff=0.1, max_size_ratio=0.5)
+    float32: EdgeRulesSpec = EdgeRulesSpec(max_relative_metric_delta=0.001, max_score_diff=1e-4,
+                                           max_size_ratio=0.9)
+
+
+class StreamingSpec(_Strict):
+    """Streaming inference: where the consumer (`mlops-assets stream`) reads, and when its health alerts."""
+
+    broker_url: str = Field(description="e.g. redis://127.0.0.1:6379/0 (credentials are never logged).")
+    stream: str | None = Field(None, description="Events stream. Unset: '<name>:events'.")
+    group: str | None = Field(None, description="Consumer group. Unset: '<name>:scorers'.")
+    output_dir: str | None = Field(None, description="Scored Parquet partitions. Unset: <state_dir>/stream.")
+    max_lag: int = Field(10_000, ge=0, description="Alert when more events than this wait undelivered.")
+    max_pending_seconds: float = Field(120, gt=0, description="Alert when a delivered batch waits this long.")
+    max_idle_seconds: float = Field(300, gt=0, description="Alert when events wait and no consumer acted this long.")
+    check_interval_seconds: int = Field(60, ge=5, description="How often the health sensor looks.")
+
+
+class LabelsSpec(_Strict):
+    """Sanity of the labels in each labelled arrival, against the champion's training labels."""
+
+    check: bool = Field(True, description="Block labelled batches whose label distribution is implausible.")
+    min_rows: int = Field(30, ge=1, description="Smaller labelled batches are only checked for a single class.")
+    reject_single_class: bool = Field(
+        True, description="Classification: a batch of at least min_rows rows holding one class is rejected."
+    )
+    max_rate_ratio: float = Field(
+        3.0, gt=1, description="Classification: a class share this many times higher or lower than in the "
+        "champion's training labels is rejected, when the difference is also significant.",
+    )
+    max_mean_shift_sd: float = Field(
+        1.0, gt=0, description="Regression: a label mean this many training std away is rejected (if significant).",
+    )
+    alpha: float = Field(1e-3, gt=0, lt=0.5, description="Significance level of those tests.")
 
 
 class PipelineSpec(_Strict):
@@ -418,6 +528,10 @@ class PipelineSpec(_Strict):
     automation: AutomationSpec = AutomationSpec()
     ground_truth: GroundTruthSpec | None = Field(None, description="Delayed labels for model_performance.")
     performance: PerformanceSpec = PerformanceSpec()
+    release: ReleaseSpec = ReleaseSpec()
+    labels: LabelsSpec = LabelsSpec()
+    edge: EdgeSpec = EdgeSpec()
+    streaming: StreamingSpec | None = Field(None, description="Streaming inference and its health alerts.")
     state_dir: str = Field(
         ".mlops", min_length=1, description="Embedded default home for artifacts and the MLflow store."
     )

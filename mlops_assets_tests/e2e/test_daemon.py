@@ -29,9 +29,10 @@ from mlops_assets.demo.data import write_day
 from mlops_assets.pipeline import LIFECYCLE as STAGES
 from mlops_assets.pipeline import Pipeline
 from mlops_assets_tests.conftest import small_spec
+from mlops_assets_tests.waiting import run_progress, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-PHASE_TIMEOUT_S = 240          # each of: bootstrap run, day-2 ingest run, retrain run
+PHASE_TIMEOUT_S = 240          # longest stretch without progress in each phase (not a deadline)
 WATCH_S = 20                   # at least this long watching for a duplicate retrain
 TOTAL_BUDGET_S = 300           # the optional daemon restart only runs within this
 STOP_GRACE_S = 10
@@ -234,17 +235,18 @@ def _run_failure(instance, run) -> str:
 
 
 def _wait(deployment, instance, what: str, check, timeout: float):
-    """Poll `check()` until it returns a truthy value; fail with the logs on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        deployment.assert_daemon_alive()
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n"
-                        f"{_sensor_report(instance, deployment.names)}\n{deployment.logs()}")
-        time.sleep(POLL_S)
+    """Poll `check()` until it returns a truthy value. `timeout` is how long the daemon may go
+    without any progress (a run changing status or writing an event), not a deadline: a busy
+    machine is slower, not stuck."""
+    def fail(reason: str) -> None:
+        pytest.fail(f"{reason}\n{_sensor_report(instance, deployment.names)}\n{deployment.logs()}")
+
+    return wait_for(check, lambda: (run_progress(instance), _tick_count(instance, deployment.names)),
+                    what=what, on_fail=fail, stall_s=timeout, poll_s=POLL_S, alive=deployment.assert_daemon_alive)
+
+
+def _tick_count(instance, names) -> int:
+    return sum(len(_sensor_ticks(instance, names.sensor(kind))) for kind in ("new_data", "retrain"))
 
 
 def _finished_run(deployment, instance, job_name, partition=None):
