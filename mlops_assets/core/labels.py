@@ -31,7 +31,9 @@ def label_profile(y: np.ndarray, task: str, classes: list | None = None) -> dict
 def _class_labels(target: pl.Series, task: str) -> pl.Series:
     if task == "binary":
         return target.cast(pl.Float64).cast(pl.Int64).cast(pl.String)
-    return target.cast(pl.String)
+    from mlops_assets.core.features import canonical_series
+
+    return canonical_series(target)
 
 
 def check_labels(target: pl.Series, task: str, reference: dict | None, *, min_rows: int, reject_single_class: bool,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mlops_assets.core.features import canonical_series
 from mlops_assets.core.metrics import HIGHER_IS_BETTER, compute_metrics
 from mlops_assets.core.predictions import MODEL_VERSION, SCORED_AT, scores_for_metrics
 
@@ -48,7 +49,9 @@ def join_labels(predictions: pl.DataFrame, labels: pl.DataFrame, *, id_column: s
 def _labels(joined: pl.DataFrame, task: str, classes: list) -> np.ndarray:
     if task == "multiclass":
         index = {str(c): i for i, c in enumerate(classes)}
-        return joined[LABEL].cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
+        # 3.0 in a label file is class "3": labels are matched by value, as in validation.
+        labels = canonical_series(joined[LABEL])
+        return labels.replace_strict(index, default=None, return_dtype=pl.Float64).to_numpy()
     return joined[LABEL].cast(pl.Float64).to_numpy()
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import polars as pl
 
 from mlops_assets.core.bundle import ModelBundle
-from mlops_assets.core.features import SPLIT_COLUMN, FeatureEncoder, data_hash, encode_target
+from mlops_assets.core.features import (
+    SPLIT_COLUMN,
+    FeatureEncoder,
+    canonical_series,
+    canonical_strings,
+    data_hash,
+    encode_target,
+)
 from mlops_assets.core.labels import label_profile
 from mlops_assets.core.predictions import MONITORED_COLUMN, monitored_from_scores
 from mlops_assets.core.trainers.base import TrainedModel, TrainingDataError
@@ -67,10 +74,13 @@ def attach_labels(features: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSp
     label_column = (gt.label_column if gt is not None else None) or spec.target
     if labels.height == 0 or label_column not in labels.columns or spec.id_column not in labels.columns:
         return features.head(0).with_columns(pl.lit(None).alias(spec.target))
-    cast = {"binary": pl.Int64, "regression": pl.Float64}.get(spec.task, pl.String)
+    if spec.task == "multiclass":   # class 3 arrives as 3, 3.0 or "3": matched by value
+        label = canonical_strings(pl.col(label_column), labels.schema[label_column])
+    else:
+        label = pl.col(label_column).cast(pl.Int64 if spec.task == "binary" else pl.Float64)
     ids = labels.select(
         pl.col(spec.id_column).cast(features.schema[spec.id_column]),
-        pl.col(label_column).cast(cast).alias(spec.target),
+        label.alias(spec.target),
     ).drop_nulls().unique(subset=[spec.id_column], keep="last", maintain_order=True)
     return features.join(ids, on=spec.id_column, how="inner")
 
@@ -80,7 +90,7 @@ def class_labels(frame: pl.DataFrame, spec: PipelineSpec) -> list | None:
         return None
     if spec.classes is not None:
         return [str(c) for c in spec.classes]
-    return sorted(frame[spec.target].cast(pl.String).unique().drop_nulls().to_list())
+    return sorted(canonical_series(frame[spec.target]).unique().drop_nulls().to_list())
 
 
 def train_from_frame(frame: pl.DataFrame, spec: PipelineSpec, checkpoint_dir: str | None = None,
