@@ -100,17 +100,25 @@ def _render_templates(context: dg.ResolutionContext, value: Any) -> Any:
 
 
 def _located_errors(exc: ValidationError, context: dg.ResolutionContext) -> str:
-    """One line per error, each naming the YAML path (and the file:line when known)."""
+    """One line per problem, each naming the YAML path (and the file:line when known). A rule
+    that spans fields (e.g. group_column equal to the target) names each field it is about."""
+    from mlops_assets.spec_rules import SpecRuleError
+
     lines = []
+    tree = context.source_position_tree
     for err in exc.errors():
-        path = [*context.path, *err["loc"]]
-        where = ".".join(str(p) for p in path)
-        tree = context.source_position_tree
-        if tree is not None:
-            with contextlib.suppress(Exception):  # a location is a nicety, the message is not
-                where = f"{where} at {tree.lookup_closest_and_path(path, None)[0]}"
+        rule = (err.get("ctx") or {}).get("error")
+        found = ([((*err["loc"], *path), msg) for path, msg in rule.problems] if isinstance(rule, SpecRuleError)
+                 else [(err["loc"], err["msg"].removeprefix("Value error, "))])
         got = repr(err.get("input"))
-        lines.append(f"{where}: {err['msg']}" + (f" (got {got})" if len(got) <= 80 else ""))
+        for loc, msg in found:
+            path = [*context.path, *loc]
+            where = ".".join(str(p) for p in path)
+            if tree is not None:
+                with contextlib.suppress(Exception):  # a location is a nicety, the message is not
+                    where = f"{where} at {tree.lookup_closest_and_path(path, None)[0]}"
+            shown = f" (got {got})" if len(got) <= 80 and not isinstance(rule, SpecRuleError) else ""
+            lines.append(f"{where}: {msg}{shown}")
     head = "invalid MLOpsPipelineComponent attributes (after rendering templates):"
     return head + "\n  " + "\n  ".join(lines)
 

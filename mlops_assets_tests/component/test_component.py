@@ -195,8 +195,9 @@ def test_handwritten_defs_yaml_runs_the_lifecycle(tmp_path, no_resource_env):
         ("{num_boost_round: 40}", "{num_boost_round: x}",
          "attributes.model.lightgbm.num_boost_round"),
         ("  group_column: gender\n", '  group_column: "{{ 7 }}"\n', "attributes.group_column"),
+        ("  group_column: gender\n", "  group_column: defaulted\n", "group_column: 'defaulted' is also the target"),
     ],
-    ids=["unknown", "wrong-type", "nested-wrong-type", "template-renders-wrong-type"],
+    ids=["unknown", "wrong-type", "nested-wrong-type", "template-renders-wrong-type", "role-collision"],
 )
 def test_bad_attributes_fail_at_load_naming_the_field(tmp_path, replace, by, field):
     text = textwrap.dedent(_small_attributes(tmp_path / "landing", tmp_path / "state"))
