@@ -13,6 +13,7 @@ trained model and the scorer (which encodes raw frames) see the same codes.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,20 @@ def canonical_strings(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         .when(x.is_nan()).then(None)
         .otherwise(x.cast(pl.String))
     )
+
+
+def canonical_value(value) -> str | None:
+    """One JSON/Python value as a category: "3", 3 and 3.0 are all "3"; None if it is no category
+    (a boolean, a fractional or non-finite number, a container)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2.0**63:
+        return str(int(value))
+    return None
 
 
 def canonical_series(series: pl.Series) -> pl.Series:

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_assets.core.features import canonical_value
 from mlops_assets.spec import PipelineSpec
 
 BATCH_KEY = "rows"
@@ -186,9 +187,10 @@ class RequestSchema:
             elif rule.high is not None and number > rule.high:
                 errors.append(FieldError(rule.name, "max", f"{value!r} is above the maximum {rule.high:g}", index))
             return number
-        if type(value) is not str:
-            errors.append(FieldError(rule.name, "type", f"categorical feature: expected a string, got "
-                                     f"{_json_type(value)}", index))
+        original, value = value, canonical_value(value) if type(value) is not str else value
+        if value is None:
+            errors.append(FieldError(rule.name, "type", "categorical feature: expected a string or an integer "
+                                     f"code, got {_json_type(original)}", index))
             return None
         if rule.categories is not None and value not in rule.categories:
             errors.append(FieldError(rule.name, "categories",

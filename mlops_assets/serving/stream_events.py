@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from mlops_assets.core.features import canonical_value
 from mlops_assets.spec import PipelineSpec
 
 
@@ -81,10 +82,11 @@ class EventParser:
                 else:
                     row[feat.name] = float(value)
             else:
-                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                code = canonical_value(value)   # 3 and 3.0 are the category "3"
+                if code is None:
                     errors.append(EventError(feat.name, "type", f"declared categorical, got {type(value).__name__}"))
                     continue
-                value = str(value)
+                value = code
                 if allowed is not None and value not in allowed:
                     errors.append(EventError(feat.name, "unknown category",
                                              f"{value!r} not in {feat.categories}"[:200]))

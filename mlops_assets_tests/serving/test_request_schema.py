@@ -64,7 +64,9 @@ def test_id_and_context_columns_are_optional(spec, good_row):
     ("income", None, "not_null"),
     ("income", math.nan, "not_null"),
     ("purpose", "yacht", "categories"),
-    ("purpose", 3, "type"),
+    ("purpose", 3, "categories"),      # an integer code, matched by value: not one of them here
+    ("purpose", 3.5, "type"),
+    ("purpose", True, "type"),
     ("purpose", None, "not_null"),
     ("loan_id", 1.5, "type"),
     ("applied_at", "yesterday", "iso_datetime"),
