@@ -16,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 
 from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.new_data import build_new_data_sensor
+from mlops_assets.automation.release import build_release_job, build_release_sensor
 from mlops_assets.automation.retrain import build_retrain_sensor
 from mlops_assets.automation.rollback import build_rollback_job
 from mlops_assets.automation.run_failure import build_run_failure_sensor
@@ -24,6 +25,7 @@ from mlops_assets.automation.schedules import (
     build_monitoring_schedule,
     build_performance_schedule,
 )
+from mlops_assets.automation.stream_health import build_stream_health_sensor
 from mlops_assets.automation.watchdog import build_dead_run_watchdog_sensor
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources import ArtifactStore, MLflowRegistry, Notifier
@@ -93,18 +95,21 @@ def build_mlops_defs(
     if jobs.performance is not None:
         schedules.append(build_performance_schedule(pipeline, jobs.performance))
     rollback = build_rollback_job(pipeline)
+    release = build_release_job(pipeline)
+    sensors = [build_stream_health_sensor(pipeline, notifier)] if spec.streaming is not None else []
     return dg.Definitions(
         assets=[STAGE_BUILDERS[stage](pipeline) for stage in pipeline.stages],
-        jobs=[*jobs.all(), rollback],
+        jobs=[*jobs.all(), rollback, release],
         sensors=[build_new_data_sensor(pipeline, jobs), build_retrain_sensor(pipeline, jobs),
+                 build_release_sensor(pipeline, release),
                  build_run_failure_sensor(pipeline, jobs, notifier),
                  build_dead_run_watchdog_sensor(
-                     pipeline.sensor("dead_runs"), [j.name for j in [*jobs.all(), rollback]],
+                     pipeline.sensor("dead_runs"), [j.name for j in [*jobs.all(), rollback, release]],
                      minimum_interval_seconds=spec.automation.watchdog_interval_seconds,
                      grace_seconds=spec.automation.watchdog_grace_seconds,
                      # Resolved when an alert is sent, like the run-failure sensor's (EnvVar secrets).
                      notify=lambda *alert: notifier.process_config_and_initialize().send(*alert),
-                 )],
+                 ), *sensors],
         schedules=schedules,
         resources={
             pipeline.storage_key: storage or default_storage(spec),

@@ -45,3 +45,14 @@ DELAYED_LABEL_ROWS = "delayed_label_rows"  # training rows labelled by ground-tr
 ROLLED_BACK_FROM = "rolled_back_from"      # registered_model after a rollback: the version left
 TRAINING_SET_TAG = "mlops/training_set"
 DECISION_TAG = "mlops/decision"
+
+# -- releases (shadow and canary) ------------------------------------------------------------
+RELEASE = "release"                        # registered_model / model_performance: the release as JSON
+RELEASE_VERSION = "release_version"        # the candidate under release
+RELEASE_STATE = "release_state"            # active | promoted | ended
+RELEASE_MODE = "release_mode"              # shadow | canary
+RELEASE_ACTION = "release_action"          # model_performance: the rule's promote | end | wait
+RELEASE_REASON = "release_reason"
+RELEASE_ARMS = "release_arms"              # model_performance: the per-arm comparison as JSON
+RELEASE_VERSION_TAG = "mlops/release_version"
+RELEASE_ACTION_TAG = "mlops/release_action"

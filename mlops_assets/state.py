@@ -200,3 +200,69 @@ def in_flight_partitions(instance: dg.DagsterInstance, job_names: list[str]) -> 
             if partition:
                 busy.add(partition)
     return busy
+
+
+# -- releases (shadow and canary) ----------------------------------------------------------
+def release_from(materialization: dg.AssetMaterialization | None):
+    """The release a materialization records (`registered_model`, the release job), or None."""
+    from mlops_assets.core.release import Release
+    from mlops_assets.signals import RELEASE
+
+    return Release.from_dict(value(materialization, RELEASE))
+
+
+def release_of_record(instance: dg.DagsterInstance, pipeline: Pipeline):
+    """The latest release `registered_model` recorded (active, promoted or ended), or None.
+
+    Scans back past materializations without one (a rollback, a plain promotion), so a release
+    is never forgotten while still active: the release rule ends it when its champion moved."""
+    for m in reversed(_events(instance, pipeline.key(Stage.REGISTERED_MODEL))):
+        found = release_from(m)
+        if found is not None:
+            return found
+    return None
+
+
+def release_states(instance: dg.DagsterInstance, pipeline: Pipeline) -> dict[str, str]:
+    """Each released version's latest release state (active | promoted | ended)."""
+    states: dict[str, str] = {}
+    for m in _events(instance, pipeline.key(Stage.REGISTERED_MODEL)):
+        found = release_from(m)
+        if found is not None:
+            states[found.version] = found.status
+    return states
+
+
+def evaluation_of(instance: dg.DagsterInstance, pipeline: Pipeline, version: str) -> dg.AssetMaterialization | None:
+    """The latest `evaluation_report` of one model version (the gate's verdict on it)."""
+    for m in reversed(_events(instance, pipeline.key(Stage.EVALUATION_REPORT))):
+        if str(value(m, MODEL_VERSION)) == str(version):
+            return m
+    return None
+
+
+def latest_release_judgement(instance: dg.DagsterInstance, pipeline: Pipeline, version: str):
+    """The arm comparison `model_performance` last recorded for this candidate, or None."""
+    from mlops_assets.core.performance import ArmComparison
+    from mlops_assets.signals import RELEASE_ARMS, RELEASE_VERSION
+
+    if pipeline.spec.ground_truth is None:
+        return None
+    perf = _events(instance, pipeline.key(Stage.MODEL_PERFORMANCE), limit=1)
+    if not perf or str(value(perf[-1], RELEASE_VERSION)) != str(version):
+        return None
+    return ArmComparison.from_dict(value(perf[-1], RELEASE_ARMS))
+
+
+def release_runs(instance: dg.DagsterInstance, job_name: str, version: str, action: str) -> list[RetrainRun]:
+    """Runs of the release job for one (candidate, action), newest first, as plain facts."""
+    from mlops_assets.signals import RELEASE_ACTION_TAG, RELEASE_VERSION_TAG
+
+    out = []
+    tags = {RELEASE_VERSION_TAG: str(version), RELEASE_ACTION_TAG: action}
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, tags=tags), limit=50):
+        run = record.dagster_run
+        state = "in_flight" if run.status in IN_FLIGHT else "failed" if run.status in FAILED else "succeeded"
+        out.append(RetrainRun(run.run_id, f"release:v{version}:{action}", state,
+                              record.create_timestamp.timestamp()))
+    return sorted(out, key=lambda r: -r.created_at)

@@ -2,8 +2,15 @@
 
 Optional: built when the spec declares `ground_truth`. Its `retrain_signal` metadata is read
 by the retrain sensor, like the drift report's.
+
+While a candidate is under release, it also compares the two arms on the same labelled days
+(canary: the rows each arm served; shadow: the champion's and the candidate's scores of the
+same rows) and records the release rule's decision (`core/release.py: decide_release`), which
+the release sensor acts on.
 """
 
+
+import time
 
 import dagster as dg
 import polars as pl
@@ -12,21 +19,39 @@ from mlops_assets.core.features import data_hash
 from mlops_assets.core.performance import (
     DAY,
     LABEL,
+    ArmComparison,
+    compare_arms,
     daily_performance,
     join_labels,
     performance_signal,
 )
+from mlops_assets.core.predictions import MODEL_VERSION
+from mlops_assets.core.release import (
+    ARM,
+    CANARY,
+    Release,
+    ReleaseDecision,
+    ReleasePolicy,
+    decide_release,
+)
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import (
+    APPROVAL,
     CHAMPION_VERSION,
     INPUT_DATA_VERSION,
     LABELLED_ROWS,
+    RELEASE_ACTION,
+    RELEASE_ARMS,
+    RELEASE_REASON,
+    RELEASE_VERSION,
     RETRAIN_SIGNAL,
     STATUS,
 )
 from mlops_assets.sources.labels import read_label_files
 from mlops_assets.stages.base import champion_version, stage_asset
+from mlops_assets.stages.batch_predictions import shadow_predictions_path, shadow_predictions_prefix
 from mlops_assets.stages.metadata import markdown_table
+from mlops_assets.state import evaluation_of, release_of_record, value
 
 
 def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -38,16 +63,20 @@ def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     def model_performance(context: dg.AssetExecutionContext):
         res = pipeline.resources(context)
         champion = champion_version(context, pipeline)
+        release = release_of_record(context.instance, pipeline)
+        release = release if release is not None and release.active else None
         labels = read_label_files(gt.path)
         prefix = pipeline.layout.predictions_prefix()
         pred_files = [p for p in res.storage.list(prefix) if p.endswith(".parquet")]
-        preds = pl.concat([res.storage.read_parquet(p) for p in pred_files], how="vertical_relaxed") \
+        # Diagonal: canary tables carry an `arm` column the others do not.
+        preds = pl.concat([res.storage.read_parquet(p) for p in pred_files], how="diagonal_relaxed") \
             if pred_files else pl.DataFrame()
         if labels.height == 0 or preds.height == 0:
-            return dg.MaterializeResult(metadata={
-                STATUS: "no labels yet" if labels.height == 0 else "no predictions yet",
-                RETRAIN_SIGNAL: False, LABELLED_ROWS: 0,
-            })
+            metadata = {STATUS: "no labels yet" if labels.height == 0 else "no predictions yet",
+                        RETRAIN_SIGNAL: False, LABELLED_ROWS: 0}
+            if release is not None:
+                metadata.update(judge_release(context, pipeline, release, champion, None, None))
+            return dg.MaterializeResult(metadata=metadata)
         joined = join_labels(preds, labels, id_column=spec.id_column, label_column=gt.label_column or spec.target,
                              time_column=gt.time_column)
         series = daily_performance(joined, spec.task, threshold=spec.model.decision_threshold,
@@ -61,9 +90,72 @@ def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                               signal.message, {"metric": signal.metric, "drop": round(signal.drop or 0, 4)})
         # Identifies "this condition on this data": the labels seen and the champion judged.
         input_version = f"{data_hash(joined.select(spec.id_column, LABEL))}-v{champion}"
-        return dg.MaterializeResult(metadata=performance_metadata(signal, series, joined, champion, input_version, uri))
+        metadata = performance_metadata(signal, series, joined, champion, input_version, uri)
+        if release is not None:
+            arms, by_day = release_arms(res.storage, pipeline, release, preds, labels)
+            metadata.update(judge_release(context, pipeline, release, champion, arms, by_day))
+        return dg.MaterializeResult(metadata=metadata)
 
     return model_performance
+
+
+def release_arms(storage, pipeline: Pipeline, release: Release, preds: pl.DataFrame,
+                 labels: pl.DataFrame) -> tuple[ArmComparison, pl.DataFrame]:
+    """Both arms joined to the labels: canary, the rows each arm served; shadow, the champion's
+    and the candidate's scores of the same rows (each arm joined on its own: one id, two rows)."""
+    spec = pipeline.spec
+    gt = spec.ground_truth
+    join = {"id_column": spec.id_column, "label_column": gt.label_column or spec.target, "time_column": gt.time_column}
+    versions = [release.champion, release.version]
+    if release.mode == CANARY:
+        served = preds.filter(pl.col(ARM).is_not_null() & pl.col(MODEL_VERSION).cast(pl.String).is_in(versions)) \
+            if ARM in preds.columns else preds.head(0)
+        joined = join_labels(served, labels, **join) if served.height else None
+    else:
+        suffix = shadow_predictions_path(pipeline, "p", release.version).rsplit("/", 1)[-1]
+        files = [p for p in storage.list(shadow_predictions_prefix(pipeline)) if p.endswith("/" + suffix)]
+        shadow = pl.concat([storage.read_parquet(p) for p in files], how="diagonal_relaxed") if files else None
+        joined = None
+        if shadow is not None and shadow.height:
+            mine = preds.filter(pl.col(MODEL_VERSION).cast(pl.String) == release.champion) \
+                .join(shadow.select(spec.id_column), on=spec.id_column, how="semi")
+            parts = [join_labels(t, labels, **join) for t in (mine, shadow) if t.height]
+            joined = pl.concat(parts, how="diagonal_relaxed") if parts else None
+    if joined is None:
+        joined = pl.DataFrame(schema={spec.id_column: pl.Int64, MODEL_VERSION: pl.String, DAY: pl.Date})
+    arms = compare_arms(joined, task=spec.task, metric=spec.main_metric, champion_version=release.champion,
+                        candidate_version=release.version, threshold=spec.model.decision_threshold,
+                        classes=spec.classes)
+    by_day = daily_performance(joined, spec.task, threshold=spec.model.decision_threshold, classes=spec.classes,
+                               min_rows=spec.performance.min_rows_per_day) if joined.height else None
+    return arms, by_day
+
+
+def judge_release(context, pipeline: Pipeline, release: Release, champion: str, arms: ArmComparison | None,
+                  by_day: pl.DataFrame | None) -> dict:
+    """The release rule's decision on recorded facts, as metadata the release sensor reads."""
+    evaluation = evaluation_of(context.instance, pipeline, release.version)
+    decision = decide_release(release=release, arms=arms, policy=ReleasePolicy.from_spec(pipeline.spec.release),
+                              champion=champion, approval=value(evaluation, APPROVAL), now=time.time())
+    context.log.info(decision.describe())
+    return release_metadata(release, decision, arms, by_day)
+
+
+def release_metadata(release: Release, decision: ReleaseDecision, arms: ArmComparison | None,
+                     by_day: pl.DataFrame | None) -> dict:
+    metadata = {
+        RELEASE_VERSION: release.version,
+        RELEASE_ACTION: decision.action,
+        RELEASE_REASON: decision.reason,
+        "release_summary": release.describe(),
+    }
+    if arms is not None:
+        metadata[RELEASE_ARMS] = dg.MetadataValue.json(arms.to_dict())
+        metadata["release_arms_table"] = dg.MetadataValue.md(markdown_table(arms.rows()))
+    if by_day is not None and by_day.height:
+        shown = by_day.sort(DAY).tail(28).with_columns(pl.col(DAY).cast(pl.String)).to_dicts()
+        metadata["release_daily"] = dg.MetadataValue.md(markdown_table(shown))
+    return metadata
 
 
 def performance_metadata(signal, series: pl.DataFrame, joined: pl.DataFrame, champion: str,

@@ -3,17 +3,34 @@
 Like TFX's Pusher: it only ever promotes a blessed (or audited force-promoted) version, the
 one `evaluation_report` judged in this run, and it checks the verdict against the version's
 own MLflow record before the `champion` alias moves.
+
+With `release.mode` shadow or canary (and a champion already there), the blessed version is
+not promoted here: it becomes the version *under release* (alias `challenger`, `release_*`
+tags on the version, the release on this materialization), and the champion of record stays.
+The release job promotes or ends it later, on the release rule's decision (core/release.py).
 """
 
+
+import time
 
 import dagster as dg
 
 from mlops_assets.core.gate import Approval
+from mlops_assets.core.release import ENDED, NONE, Release
 from mlops_assets.pipeline import Pipeline, Stage
-from mlops_assets.signals import APPROVAL, GATE_PASSED, MODEL_VERSION
+from mlops_assets.resources.registry import CHALLENGER
+from mlops_assets.signals import (
+    APPROVAL,
+    GATE_PASSED,
+    MODEL_VERSION,
+    RELEASE,
+    RELEASE_MODE,
+    RELEASE_STATE,
+    RELEASE_VERSION,
+)
 from mlops_assets.stages.base import stage_asset, upstream_materialization
 from mlops_assets.stages.metadata import markdown_table
-from mlops_assets.state import value
+from mlops_assets.state import champion_of_record, release_of_record, value
 
 
 class PromotionError(RuntimeError):
@@ -37,8 +54,12 @@ def build_registered_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                 f"version {version} is not promotable: the evaluation says approval={approval.value}, "
                 f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={verdict}"
             )
+        champion = champion_of_record(context.instance, pipeline)
+        if pipeline.spec.release.mode != NONE and champion is not None and champion != version:
+            return start_release(context, pipeline, res, version, champion, approval)
         result = res.registry.promote(pipeline.model_name, version, run_id=context.run.run_id,
                                       approval=approval.value)
+        superseded = end_superseded(context, pipeline, res, version, "promoted directly (release.mode none)")
         if result.recovered:
             context.log.warning(f"a half-done earlier promotion was {result.recovered} first")
         previous = result.previous
@@ -48,12 +69,76 @@ def build_registered_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         context.log.info(f"champion: v{previous or '-'} -> v{version}" if result.changed
                          else f"v{version} already is the champion")
         info = res.registry.get_version(pipeline.model_name, version)
-        return dg.MaterializeResult(
-            metadata=registration_metadata(res, info, previous, approval, uri),
-            data_version=dg.DataVersion(f"v{version}"),
-        )
+        metadata = registration_metadata(res, info, previous, approval, uri)
+        if superseded is not None:
+            metadata.update(release_metadata(superseded))
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{version}"))
 
     return registered_model
+
+
+def end_superseded(context, pipeline: Pipeline, res, version: str, how: str) -> Release | None:
+    """An active release of another version ends when `version` takes its place."""
+    current = release_of_record(context.instance, pipeline)
+    if current is None or not current.active or current.version == version:
+        return None
+    ended = current.finished(ENDED, f"superseded: v{version} {how}")
+    res.registry.set_tags(pipeline.model_name, ended.version, ended.to_tags())
+    challenger = res.registry.version_by_alias(pipeline.model_name, CHALLENGER)
+    if challenger is not None and challenger.version == ended.version:
+        res.registry.delete_alias(pipeline.model_name, CHALLENGER)
+    context.log.info(ended.describe())
+    return ended
+
+
+def start_release(context, pipeline: Pipeline, res, version: str, champion: str, approval: Approval):
+    """Record `version` as the version under release; the champion of record stays `champion`.
+
+    Idempotent: a re-run for the version already under release keeps its start; a version
+    whose release already finished (promoted or ended) is not released again, only recorded."""
+    spec = pipeline.spec.release
+    current = release_of_record(context.instance, pipeline)
+    if current is not None and current.version == version:
+        release = current
+        if not current.active:
+            context.log.warning(f"v{version}'s release already {current.status} ({current.reason}): "
+                                "it is not released again")
+    else:
+        end_superseded(context, pipeline, res, version, f"started a {spec.mode} release")
+        release = Release(version=version, champion=champion, mode=spec.mode,
+                          canary_fraction=spec.canary_fraction, started_at=time.time())
+    if release.active:
+        # Tags first, then the alias the server follows: a crash in between leaves a tagged
+        # version no alias points at, which a re-run finishes.
+        res.registry.set_tags(pipeline.model_name, version, release.to_tags())
+        res.registry.set_alias(pipeline.model_name, CHALLENGER, version)
+        context.log.info(release.describe())
+    record = {"version": version, "champion": champion, "approval": approval.value, "run_id": context.run.run_id,
+              "release": release.to_dict()}
+    uri = res.storage.write_json(pipeline.layout.registration(version), record)
+    info = res.registry.get_version(pipeline.model_name, version)
+    metadata = {
+        "model_name": info.name,
+        MODEL_VERSION: champion,
+        "alias": "champion",
+        "changed": False,
+        "bootstrap": False,
+        **release_metadata(release),
+        "candidate_approval": approval.value,
+        "mlflow_version": dg.MetadataValue.url(res.registry.version_url(info.name, info.version)),
+        "registration_uri": dg.MetadataValue.path(uri),
+    }
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{champion}-release-v{version}"))
+
+
+def release_metadata(release: Release) -> dict:
+    return {
+        RELEASE: dg.MetadataValue.json(release.to_dict()),
+        RELEASE_VERSION: release.version,
+        RELEASE_STATE: release.status,
+        RELEASE_MODE: release.mode,
+        "release_summary": release.describe(),
+    }
 
 
 def registration_metadata(res, info, previous: str | None, approval: Approval, uri: str) -> dict:
