@@ -12,6 +12,7 @@ import time
 # Request latency buckets, in seconds: sub-millisecond resolution where single rows land.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SCORE_DIFF_BUCKETS = (1e-6, 1e-4, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
 class ServingMetrics:
@@ -40,7 +41,20 @@ class ServingMetrics:
         self.log_dropped = Counter("mlops_serving_request_log_dropped_rows",
                                    "Rows the request log dropped because its buffer was full.", registry=r)
         self.log_errors = Counter("mlops_serving_request_log_errors", "Failed request-log writes.", registry=r)
+        # -- shadow and canary (serving/release.py) ------------------------------------------
+        self.release = Info("mlops_serving_release", "The candidate under release beside the champion "
+                            "(mode none: no release).", registry=r)
+        self.canary_rows = Counter("mlops_serving_canary_rows", "Rows served during a canary release, by arm.",
+                                   ["arm"], registry=r)
+        self.shadow_rows = Counter("mlops_serving_shadow_rows", "Rows the candidate scored in shadow.", registry=r)
+        self.shadow_dropped = Counter("mlops_serving_shadow_dropped_rows", "Rows not shadow-scored because the "
+                                      "shadow queue was full (the answer is never held up for them).", registry=r)
+        self.shadow_same_label = Counter("mlops_serving_shadow_same_label_rows", "Shadow rows whose label (binary "
+                                         "decision, top class) equals the champion's.", registry=r)
+        self.shadow_abs_diff = Histogram("mlops_serving_shadow_abs_score_diff", "|candidate - champion| of the "
+                                         "monitored score, per shadow row.", buckets=SCORE_DIFF_BUCKETS, registry=r)
         self.model.info({"pipeline": pipeline, "version": ""})
+        self.release.info({"pipeline": pipeline, "mode": "none", "candidate": "", "champion": ""})
         self._request_children: dict[tuple[str, int], object] = {}
         self._latency_children: dict[str, object] = {}
 
@@ -67,6 +81,13 @@ class ServingMetrics:
 
     def model_error(self, stage: str) -> None:
         self.model_errors.labels(stage).inc()
+
+    def release_changed(self, release) -> None:
+        if release is None:
+            self.release.info({"pipeline": self.pipeline, "mode": "none", "candidate": "", "champion": ""})
+        else:
+            self.release.info({"pipeline": self.pipeline, "mode": release.mode, "candidate": str(release.version),
+                               "champion": str(release.champion)})
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

@@ -4,8 +4,9 @@ Files land at `<directory>/date=YYYY-MM-DD/<HHMMSS>-<uuid>.parquet` (the UTC day
 arrived), written to a hidden temporary name and renamed, so a reader never sees half a file.
 Columns: the id, the timestamp and group columns when the spec has them (a missing request
 timestamp is filled with the arrival time), every feature as the pipeline's raw data holds it
-(numerics Float64, categoricals String, missing as null), `model_version`, the task's score
-columns and `received_at`. Such a file can be dropped into the pipeline's landing folder as
+(numerics Float64, categoricals String, missing as null), `model_version` (per row: in a canary
+release, the version of the row's arm), the task's score columns and `received_at`; during a
+shadow release also `shadow_model_version` and the candidate's score columns as `shadow_<name>`. Such a file can be dropped into the pipeline's landing folder as
 an arrival, so served traffic feeds the drift and delayed-label assets like any partition;
 for that the requests must carry ids (validation refuses null ids).
 
@@ -84,9 +85,10 @@ class RequestLog:
     def __len__(self) -> int:
         return len(self._records)
 
-    def add(self, parsed: ParsedRequest, version: str, columns: dict[str, list],
+    def add(self, parsed: ParsedRequest, version: str | list[str], columns: dict[str, list],
             received_at: dt.datetime | None = None) -> int:
-        """Buffer the sampled rows of one scored request; returns how many were kept."""
+        """Buffer the sampled rows of one scored request; returns how many were kept. `version`
+        is the one that scored every row, or one per row (a canary request split by arm)."""
         rate = self.config.sample_rate
         received_at = received_at or dt.datetime.now(dt.UTC)
         names = tuple(columns)
@@ -101,7 +103,8 @@ class RequestLog:
             stamp = parsed.timestamps[i] if self._timestamp else None
             group = parsed.groups[i] if self._group else None
             scores = tuple(columns[n][i] for n in names)
-            self._records.append((row_id, stamp or received_at, group, parsed.values[i], version, names, scores,
+            row_version = version if isinstance(version, str) else version[i]
+            self._records.append((row_id, stamp or received_at, group, parsed.values[i], row_version, names, scores,
                                   received_at))
             kept += 1
         if kept and self._oldest is None:

@@ -13,8 +13,12 @@ Endpoints:
                   multiclass: prediction, proba_<class>; regression: prediction).
                   422 names the field, the row and the rule; 413 above max_batch_rows or
                   max_body_bytes; 400 for a body that is not JSON; 503 before a model is loaded.
+                  During a canary release each prediction row also carries the `model_version`
+                  of its id's arm (the top-level one is then the version that served every
+                  row, or the champion's when a batch spans both arms); see serving/release.py.
   GET /healthz    200 while the process runs.
-  GET /readyz     200 once a model is served, 503 before (with the reason).
+  GET /readyz     200 once a model is served, 503 before (with the reason); `release`
+                  describes a candidate under release.
   GET /metrics    Prometheus text format.
 
 Starlette rather than FastAPI: the request contract is validated by `RequestSchema` (errors
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from mlops_assets.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServingMetrics
 from mlops_assets.serving.model_source import ChampionWatcher, ModelSource, RegistryModelSource
+from mlops_assets.serving.release import ShadowJob, ShadowScorer, score_by_arm, shadow_columns
 from mlops_assets.serving.request_log import RequestLog, RequestLogConfig
 from mlops_assets.serving.request_schema import FieldError, RequestRejected, RequestSchema
 from mlops_assets.spec import PipelineSpec
@@ -67,9 +72,11 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
     if not (isinstance(inline_max_rows, int) and inline_max_rows >= 0):
         raise ValueError(f"inline_max_rows must be an integer >= 0, got {inline_max_rows!r}")
     metrics = ServingMetrics(spec.name)
+    releases = spec.release.mode != "none"
     watcher = ChampionWatcher(spec, model_source, poll_seconds=poll_seconds, metrics=metrics,
-                              onnx_threads=onnx_threads)
+                              onnx_threads=onnx_threads, follow_release=releases)
     log = RequestLog(request_log, spec, metrics) if request_log is not None else None
+    shadow = ShadowScorer(spec.task, metrics, keep_results=log is not None) if releases else None
     flushes: set[asyncio.Task] = set()
     id_column = spec.id_column
 
@@ -82,9 +89,12 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
 
     async def predict(request: Request) -> Response:
         model = watcher.current          # read once: this request is wholly this version
+        release = watcher.release        # (and this release: a candidate beside that champion)
         if model is None:
             return rejected(RequestRejected(503, [FieldError(
                 "model", "ready", f"no model is loaded yet ({watcher.last_error or 'loading'})")]))
+        if release is not None and release.champion != model.version:
+            release = None               # recorded against another champion: not this one's release
         try:
             body = await _read_body(request, max_body_bytes)
             try:
@@ -94,17 +104,37 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
             parsed = schema.parse(payload)
         except RequestRejected as exc:
             return rejected(exc)
-        if len(parsed) <= inline_max_rows:
-            columns = model.score(parsed.values)
+        if release is None:
+            if len(parsed) <= inline_max_rows:
+                columns = model.score(parsed.values)
+            else:
+                columns = await run_in_threadpool(model.score, parsed.values)
+            versions: list[str] | str = model.version
+        elif len(parsed) <= inline_max_rows:
+            columns, versions = score_by_arm(model, release, parsed)
         else:
-            columns = await run_in_threadpool(model.score, parsed.values)
+            columns, versions = await run_in_threadpool(score_by_arm, model, release, parsed)
         metrics.rows_scored.inc(len(parsed))
-        if log is not None:
-            log.add(parsed, model.version, columns, dt.datetime.now(dt.UTC))
+        received_at = dt.datetime.now(dt.UTC)
+        shadowed = False
+        if release is not None and release.mode == "shadow":
+            shadowed = shadow.submit(ShadowJob(parsed, model.version, columns, received_at, release))
+        if log is not None and not (shadowed and shadow.keep_results):
+            log.add(parsed, versions, columns, received_at)     # shadowed rows are logged once scored
             if len(log) >= log.config.flush_rows and not flushes:
                 _start_flush()
-        return json_response({"model_version": model.version,
-                              "predictions": model.response_rows(parsed, columns, id_column)})
+        rows = model.response_rows(parsed, columns, id_column)
+        top = model.version
+        if release is not None and release.mode == "canary":
+            per_row = [versions] * len(rows) if isinstance(versions, str) else versions
+            served = set(per_row)
+            metrics.canary_rows.labels("candidate").inc(sum(1 for v in per_row if v == release.version))
+            metrics.canary_rows.labels("champion").inc(sum(1 for v in per_row if v != release.version))
+            for row, version in zip(rows, per_row):
+                row["model_version"] = version
+            if len(served) == 1:
+                top = per_row[0] if per_row else model.version
+        return json_response({"model_version": top, "predictions": rows})
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -113,14 +143,29 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
         model = watcher.current
         if model is None:
             return json_response({"ready": False, "reason": watcher.last_error or "loading the champion"}, 503)
-        return json_response({"ready": True, "model_version": model.version, "champion": watcher.champion,
-                              "loaded_at": model.loaded_at.isoformat()})
+        body = {"ready": True, "model_version": model.version, "champion": watcher.champion,
+                "loaded_at": model.loaded_at.isoformat()}
+        release = watcher.release
+        if release is not None and release.champion == model.version:
+            body["release"] = release.describe()
+        return json_response(body)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     # -- the request log: buffered on the loop, written in a thread --------------------------
+    def collect_shadow() -> None:
+        """Shadow jobs the worker finished -> the request log, with both models' scores."""
+        if shadow is None or log is None:
+            return
+        while shadow.finished:
+            job, result = shadow.finished.popleft()
+            columns = job.columns if result is None else {
+                **job.columns, **shadow_columns(job.release.version, result, len(job.parsed))}
+            log.add(job.parsed, job.champion_version, columns, job.received_at)
+
     async def flush_log() -> None:
+        collect_shadow()
         records = log.take()
         if not records:
             return
@@ -140,6 +185,7 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
     async def flush_when_due() -> None:
         while True:
             await asyncio.sleep(min(1.0, log.config.flush_seconds))
+            collect_shadow()
             if log.due() and not flushes:
                 _start_flush()
 
@@ -148,12 +194,16 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
         tasks = [asyncio.create_task(watcher.run(), name="champion-watcher")]
         if log is not None:
             tasks.append(asyncio.create_task(flush_when_due(), name="request-log-flush"))
+        if shadow is not None:
+            shadow.start()
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if shadow is not None:
+                await asyncio.to_thread(shadow.stop)     # what is queued is scored, then logged
             if log is not None:
                 await asyncio.gather(*flushes, return_exceptions=True)
                 await flush_log()      # what is still buffered, on shutdown
@@ -164,6 +214,7 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        endpoints=frozenset({PREDICT, HEALTHZ, READYZ, METRICS}))
     app.state.watcher, app.state.metrics, app.state.request_log = watcher, metrics, log
+    app.state.shadow = shadow
     return app
 
 
