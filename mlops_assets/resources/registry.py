@@ -227,20 +227,30 @@ class MLflowRegistry(dg.ConfigurableResource):
                                     bundle_dir=bundle_dir, **run)
         return ref
 
-    def record_evaluation(self, ref: CandidateRef, *, metrics: dict[str, float], report: dict,
-                          artifacts: list[tuple[str, Path]], tags: dict[str, str]) -> None:
-        """The gate's verdict on the version and its run, with the report and plots on the run."""
+    def record_evaluation(self, ref: CandidateRef, *, metrics: dict[str, float] | None = None,
+                          report: dict | None = None, artifacts: list[tuple[str, Path]] = (),
+                          tags: dict[str, str] | None = None,
+                          report_path: str = "evaluation/report.json") -> None:
+        """An evaluation of one version, on its training run: the gate's verdict on the holdout
+        (metrics, report, plots, and tags on run and version alike, so a rejection reads the
+        same in both places), or a drift report on new data (`report_path` and artifacts under
+        drift/<partition>/, no tags). The MLflow UI previews the PNG and HTML artifacts."""
         import math
 
+        from mlops_assets.resources.mlflow_runs import no_progress_bars
+
         client = self.client()
-        for name, value in metrics.items():
-            if not math.isnan(value):
-                self._call("log metric", lambda n=name, v=value: client.log_metric(ref.run_id, n, v))
-        self._call("log report", lambda: client.log_dict(ref.run_id, report, "evaluation/report.json"))
-        for folder, path in artifacts:
-            self._call("log artifact", lambda f=folder, p=path: client.log_artifact(ref.run_id, str(p), f))
-        self.set_tags(ref.model_name, ref.version, tags)
-        self.set_run_tags(ref.run_id, tags)
+        with no_progress_bars():
+            for name, value in (metrics or {}).items():
+                if not math.isnan(value):
+                    self._call("log metric", lambda n=name, v=value: client.log_metric(ref.run_id, n, v))
+            if report is not None:
+                self._call("log report", lambda: client.log_dict(ref.run_id, report, report_path))
+            for folder, path in artifacts:
+                self._call("log artifact", lambda f=folder, p=path: client.log_artifact(ref.run_id, str(p), f))
+        if tags:
+            self.set_tags(ref.model_name, ref.version, tags)
+            self.set_run_tags(ref.run_id, tags)
 
     # -- registered-model tags (the promotion intent lives here) -----------------------------
     def model_tags(self, model_name: str) -> dict[str, str]:
