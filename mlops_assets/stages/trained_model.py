@@ -20,7 +20,7 @@ from mlops_assets.core.training import (
     attach_labels,
     train_from_frame,
 )
-from mlops_assets.lineage import code_version, git_sha
+from mlops_assets.lineage import lineage_tags
 from mlops_assets.pipeline import TRAINING_POOL, Pipeline, Stage
 from mlops_assets.resources.registry import CHALLENGER, CandidateRef
 from mlops_assets.signals import (
@@ -35,8 +35,8 @@ from mlops_assets.signals import (
 )
 from mlops_assets.sources.labels import read_label_files
 from mlops_assets.stages.base import stage_asset
-from mlops_assets.stages.metadata import dagster_run_url, markdown_table
-from mlops_assets.state import partition_facts
+from mlops_assets.stages.metadata import dagster_run_url, image_md, model_training_view, table
+from mlops_assets.state import partition_facts, training_recipe
 
 PROGRESS_EVERY = 50   # boosting rounds / epochs between progress lines in the run log
 
@@ -62,7 +62,7 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
             bundle_dir = outcome.save(Path(tmp) / "bundle")
             ref = res.registry.log_candidate(pipeline.model_name, bundle_dir, **_run_record(
-                pipeline, outcome, frame, context.run.run_id, trigger))
+                pipeline, outcome, frame, context.run, trigger))
             for f in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
                 res.storage.write_file(pipeline.layout.bundle_file(ref.version, f.relative_to(bundle_dir).as_posix()), f)
         res.registry.set_alias(pipeline.model_name, CHALLENGER, ref.version)
@@ -120,16 +120,18 @@ def _progress(context: dg.AssetExecutionContext):
     return report
 
 
-def _run_record(pipeline: Pipeline, outcome: TrainingOutcome, frame: pl.DataFrame, run_id: str, trigger: str) -> dict:
-    """Everything MLflow records about the training run and the new version."""
+def _run_record(pipeline: Pipeline, outcome: TrainingOutcome, frame: pl.DataFrame, run, trigger: str) -> dict:
+    """Everything MLflow records about the training run and the new version. `code_version` is
+    the trained_model asset's Dagster code version (library version + the spec sections that
+    shape training); `git_sha` is the user's code location's commit, when known."""
     spec, model = pipeline.spec, outcome.model
+    run_id = run.run_id
     tags = {
-        "data_version": outcome.data_version, "code_version": code_version(), "spec_hash": spec.spec_hash,
+        "data_version": outcome.data_version, "code_version": training_recipe(pipeline), "spec_hash": spec.spec_hash,
         "dagster_run_id": run_id, "approval": Approval.PENDING.value, "trainer": model.trainer,
         "trigger": trigger, "onnx_parity_max_abs_diff": f"{outcome.parity_max_abs_diff:.3e}",
+        "dagster_run_url": dagster_run_url(run_id), **lineage_tags(run),
     }
-    if sha := git_sha():
-        tags["git_sha"] = sha
     nullable = {f.name for f in spec.features if f.max_null_fraction > 0}
     return {
         "params": model.params,
@@ -138,8 +140,7 @@ def _run_record(pipeline: Pipeline, outcome: TrainingOutcome, frame: pl.DataFram
         "history": model.history,
         "tags": tags,
         "run_name": f"{spec.name} {trigger}",
-        "description": f"{spec.name}: {spec.model.trainer} trained by Dagster run {dagster_run_url(run_id)} "
-                       f"({trigger}).",
+        "description": run_description(pipeline, outcome, run_id, trigger),
         "dataset_sample": frame.drop(SPLIT_COLUMN).head(1_000).to_pandas(),
         "dataset_digest": outcome.data_version,
         "target": spec.target,
@@ -152,6 +153,15 @@ def _run_record(pipeline: Pipeline, outcome: TrainingOutcome, frame: pl.DataFram
     }
 
 
+def run_description(pipeline: Pipeline, outcome: TrainingOutcome, run_id: str, trigger: str) -> str:
+    """Markdown for the MLflow run and version pages (both render it)."""
+    spec = pipeline.spec
+    return (f"**{spec.name}**: {spec.model.trainer} ({spec.task}, target `{spec.target}`) trained on "
+            f"{outcome.train_rows:,} rows by Dagster run [{run_id[:8]}]({dagster_run_url(run_id)}), "
+            f"trigger `{trigger}`.\n\nTraining data version `{outcome.data_version}`; spec hash "
+            f"`{spec.spec_hash}`. The gate's verdict and the approval are the tags `gate_passed` and `approval`.")
+
+
 def _trial_rows(search) -> list[dict]:
     if search is None:
         return []
@@ -162,13 +172,14 @@ def _trial_rows(search) -> list[dict]:
 def training_metadata(pipeline: Pipeline, res, ref: CandidateRef, outcome: TrainingOutcome,
                       holdout_uri: str) -> dict:
     model = outcome.model
-    top = sorted(model.feature_importance.items(), key=lambda kv: -kv[1])[:10]
+    top = sorted(model.feature_importance.items(), key=lambda kv: -kv[1])[:20]
     metadata = {
         MODEL_VERSION: ref.version,
         MLFLOW_RUN_ID: ref.run_id,
         MLFLOW_EXPERIMENT_ID: ref.experiment_id,
-        "mlflow_run": dg.MetadataValue.url(res.registry.run_url(ref.experiment_id, ref.run_id)),
-        "mlflow_version": dg.MetadataValue.url(res.registry.version_url(ref.model_name, ref.version)),
+        "mlflow_run": dg.MetadataValue.url(model_training_view(res.registry.run_url(ref.experiment_id, ref.run_id))),
+        "mlflow_version": dg.MetadataValue.url(model_training_view(res.registry.version_url(ref.model_name,
+                                                                                            ref.version))),
         "train_rows": outcome.train_rows,
         "holdout_rows": outcome.holdout.height,
         "best_iteration": model.best_iteration or 0,
@@ -177,13 +188,22 @@ def training_metadata(pipeline: Pipeline, res, ref: CandidateRef, outcome: Train
         "bundle_uri": dg.MetadataValue.path(res.storage.uri(pipeline.layout.model_dir(ref.version))),
         "holdout_uri": dg.MetadataValue.path(holdout_uri),
         TRAINING_DATA_VERSION: outcome.data_version,
-        "feature_importance": dg.MetadataValue.md(
-            markdown_table([{"feature": k, "gain_share": v} for k, v in top])),
+        "feature_importance": table([{"feature": k, "gain_share": v} for k, v in top]),
     }
     if outcome.search is not None:
         rows = [{"trial": t.index, **t.params, f"valid_{outcome.search.metric}": t.score}
                 for t in outcome.search.trials]
-        metadata.update({"search": dg.MetadataValue.md(markdown_table(rows)),
+        metadata.update({"search": table(rows),
                          "search_best_trial": outcome.search.best.index,
                          "search_stopped_by": outcome.search.stopped_by})
+    metadata.update(learning_curve_metadata(model))
     return metadata
+
+
+def learning_curve_metadata(model) -> dict:
+    """The per-iteration validation curves as an embedded plot (MLflow has them as `curve_*`)."""
+    from mlops_assets.core.plots import learning_curve_plot
+
+    with tempfile.TemporaryDirectory(prefix="mlops-curve-") as tmp:
+        path = learning_curve_plot(model.history, Path(tmp) / "learning_curve.png", model.best_iteration)
+        return {} if path is None else {"plot_learning_curve": image_md(path, "Learning curve")}
