@@ -24,7 +24,14 @@ from mlops_assets.signals import (
     TRAINING_SET,
 )
 from mlops_assets.stages.base import stage_asset, upstream_materialization
-from mlops_assets.stages.metadata import markdown_table, metrics_markdown
+from mlops_assets.stages.metadata import (
+    markdown_table,
+    metrics_table,
+    mlflow_artifact_url,
+    model_training_view,
+    plot_metadata,
+    table,
+)
 from mlops_assets.state import value
 
 GATE_CHECK = "gate"
@@ -64,17 +71,16 @@ def build_evaluation_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         edge = edge_report(res.registry.bundle_dir(ref.model_name, ref.version))
         report = {"version": ref.version, **result.to_dict(), "edge": edge["summary"]}
         uri = res.storage.write_json(pipeline.layout.evaluation(ref.version), report)
-        plot_uris = record_evaluation(pipeline, res, ref, result, report)
+        plots = record_evaluation(pipeline, res, ref, result, report)
         decision = result.decision
         if not decision.passed:
             res.notifier.send("gate_failed", f"{spec.name}: v{ref.version} held by the gate", decision.message(),
                               {"champion": result.champion_version or "none"})
         return dg.MaterializeResult(
-            metadata={**evaluation_metadata(res, ref, result, uri, plot_uris), **edge["metadata"]},
+            metadata={**evaluation_metadata(res, ref, result, uri, plots), **edge["metadata"]},
             check_results=[dg.AssetCheckResult(
                 check_name=GATE_CHECK, passed=decision.passed, severity=dg.AssetCheckSeverity.ERROR,
-                description=decision.message(),
-                metadata={"rules": dg.MetadataValue.md(decision.to_markdown()), MODEL_VERSION: ref.version},
+                description=decision.message(), metadata=gate_check_metadata(ref, result, plots),
             )],
             data_version=dg.DataVersion(f"v{ref.version}-{'pass' if decision.passed else 'fail'}"),
         )
@@ -119,53 +125,84 @@ def candidate_from(trained: dg.AssetMaterialization | None, pipeline: Pipeline) 
     return CandidateRef(pipeline.model_name, str(version), str(run_id), str(value(trained, MLFLOW_EXPERIMENT_ID, "")))
 
 
+PLOT_TITLES = {"roc": "ROC curve", "pr": "Precision-recall curve", "calibration": "Calibration",
+               "feature_importance": "Permutation importance", "confusion": "Confusion matrix",
+               "residuals": "Residuals"}
+PLOTS_FOLDER = "evaluation/plots"
+
+
 def record_evaluation(pipeline: Pipeline, res, ref: CandidateRef, result: EvaluationResult, report: dict) -> dict:
-    """Plots to the artifact store and, with metrics, report and verdict, to the version's MLflow run."""
+    """Plots to the artifact store and, with metrics, report and verdict, to the version's MLflow
+    run. Returns {"uris": {name: uri}, "images": {metadata key: embedded plot}}."""
     from mlops_assets.core.plots import evaluation_plots
 
     decision = result.decision
     tags = {GATE_PASSED: str(decision.passed).lower(), "gate_message": decision.message()[:4000],
             "gate_evaluated_by_run": ref.run_id}
     if not decision.passed:
+        # A rejection is final for this version: run and version both say so. (An approval is
+        # written by the promotion, when the champion alias actually moves.)
         tags.update({APPROVAL: decision.approval.value, "rejection_reason": decision.message()[:4000]})
-    plot_uris = {}
     with tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp:
         plots = evaluation_plots(pipeline.spec.task, result.y, result.scores, result.importance, tmp,
                                  champion_score=result.champion_scores)
-        for name, path in plots.items():
-            plot_uris[name] = res.storage.write_file(pipeline.layout.plot(ref.version, Path(path).name), path)
+        uris = {name: res.storage.write_file(pipeline.layout.plot(ref.version, Path(path).name), path)
+                for name, path in plots.items()}
+        images = plot_metadata(plots, PLOT_TITLES, uris)
         res.registry.record_evaluation(
             ref, metrics={f"holdout_{k}": v for k, v in result.metrics.items()}, report=report,
-            artifacts=[("evaluation/plots", Path(p)) for p in plots.values()], tags=tags,
+            artifacts=[(PLOTS_FOLDER, Path(p)) for p in plots.values()], tags=tags,
         )
-    return plot_uris
+    return {"uris": uris, "images": images}
 
 
-def evaluation_metadata(res, ref: CandidateRef, result: EvaluationResult, report_uri: str, plot_uris: dict) -> dict:
+def gate_rules_table(decision) -> dg.TableMetadataValue:
+    return table([{"rule": r.name, "verdict": "pass" if r.passed else ("warn" if r.severity == "warning" else "FAIL"),
+                   "value": r.value, "limit": r.limit, "severity": r.severity, "detail": r.detail}
+                  for r in decision.rules])
+
+
+def gate_check_metadata(ref: CandidateRef, result: EvaluationResult, plots: dict) -> dict:
+    """What the gate check shows: its rules, the metrics it judged, the plots, the main numbers."""
+    return {
+        MODEL_VERSION: ref.version,
+        "rules": gate_rules_table(result.decision),
+        "metrics": metrics_table(result.metrics, result.champion_metrics),
+        **{f"holdout_{k}": v for k, v in result.metrics.items() if not math.isnan(v)},
+        **plots["images"],
+    }
+
+
+def evaluation_metadata(res, ref: CandidateRef, result: EvaluationResult, report_uri: str, plots: dict) -> dict:
     decision = result.decision
+    run_url = model_training_view(res.registry.run_url(ref.experiment_id, ref.run_id))
     metadata = {
         MODEL_VERSION: ref.version,
         CHAMPION_VERSION: result.champion_version or "none",
         "holdout_rows": result.n_holdout,
-        "metrics": dg.MetadataValue.md(metrics_markdown(result.metrics, result.champion_metrics)),
-        "gate": dg.MetadataValue.md(decision.to_markdown()),
+        "metrics": metrics_table(result.metrics, result.champion_metrics),
+        "gate": gate_rules_table(decision),
+        "gate_message": decision.message(),
         GATE_PASSED: decision.passed,
         APPROVAL: decision.approval.value,
         "onnx_parity_max_abs_diff": result.parity_max_abs_diff,
         "report_uri": dg.MetadataValue.path(report_uri),
-        "mlflow_run": dg.MetadataValue.url(res.registry.run_url(ref.experiment_id, ref.run_id)),
+        "mlflow_run": dg.MetadataValue.url(run_url),
+        "mlflow_version": dg.MetadataValue.url(model_training_view(res.registry.version_url(ref.model_name,
+                                                                                            ref.version))),
+        "mlflow_plots": dg.MetadataValue.url(mlflow_artifact_url(run_url, PLOTS_FOLDER)),
     }
     metadata.update({f"holdout_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
     if result.latency:
         metadata.update({k: round(v, 4) for k, v in result.latency.items()})
-    metadata.update({f"plot_{name}": dg.MetadataValue.path(uri) for name, uri in plot_uris.items()})
+    metadata.update(plots["images"])
+    metadata["plot_uris"] = dg.MetadataValue.json(plots["uris"])
     if result.importance:
-        top = sorted(result.importance.items(), key=lambda kv: -kv[1])[:10]
-        metadata["permutation_importance"] = dg.MetadataValue.md(
-            markdown_table([{"feature": k, "metric_drop": v} for k, v in top]))
+        top = sorted(result.importance.items(), key=lambda kv: -kv[1])[:20]
+        metadata["permutation_importance"] = table([{"feature": k, "metric_drop": v} for k, v in top])
     if result.fairness:
         fair = result.fairness
-        metadata["slices"] = dg.MetadataValue.md(markdown_table(fair.groups))
+        metadata["slices"] = table(fair.groups)
         metadata["fairness_gap"] = fair.main_metric_gap
         metadata["fairness_worst_to_best_ratio"] = fair.worst_to_best_ratio
         if fair.demographic_parity_difference is not None:
