@@ -8,6 +8,7 @@ its bundle, so drift is always measured against what the model learned.
 
 import datetime as dt
 import tempfile
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +22,7 @@ from mlops_assets.core.predictions import (
     monitored_from_table,
 )
 from mlops_assets.pipeline import Pipeline, Stage
+from mlops_assets.resources.registry import CandidateRef
 from mlops_assets.signals import (
     CHAMPION_VERSION,
     DATASET_DRIFT,
@@ -30,8 +32,17 @@ from mlops_assets.signals import (
     RETRAIN_SIGNAL,
 )
 from mlops_assets.stages.base import champion_version, read_validated, stage_asset
+from mlops_assets.stages.metadata import (
+    mlflow_artifact_url,
+    model_training_view,
+    plot_metadata,
+    table,
+)
 
 MAX_TREND_RUNS = 200
+DRIFT_SIGNAL_CHECK = "drift_signal"
+NEAR_THRESHOLD = 0.8     # the check warns from this fraction of the share threshold on
+PLOT_TITLES = {"drift_severity": "Drift severity per feature", "trend": "Top drifting features over recent runs"}
 
 
 def drift_config(spec):
@@ -47,8 +58,12 @@ def drift_config(spec):
 
 def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
+    check = dg.AssetCheckSpec(
+        DRIFT_SIGNAL_CHECK, asset=pipeline.key(Stage.DRIFT_REPORT), blocking=False,
+        description=f"Warns (never blocks) when the calibrated retrain signal fires, or when the drifted share "
+                    f"reaches {NEAR_THRESHOLD:.0%} of drift.share_threshold.")
 
-    @stage_asset(pipeline, Stage.DRIFT_REPORT,
+    @stage_asset(pipeline, Stage.DRIFT_REPORT, check_specs=[check],
                  resources={pipeline.storage_key, pipeline.registry_key, pipeline.notifier_key})
     def drift_report(context: dg.AssetExecutionContext):
         from mlops_assets.core.drift import (
@@ -76,8 +91,8 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                                 prediction_column=prediction_column)
         result = compare_profiles(reference, profile, drift_config(spec))
         signal = drift_signal(result, policy_from_spec(spec.drift, bundle.feature_importance))
-        files = write_outputs(context, pipeline, res.storage, result, signal, version, bundle, features)
-        metadata = drift_metadata(result, signal, version, data_hash(features), files)
+        files, images, links = write_outputs(context, pipeline, res, result, signal, version, bundle, features)
+        metadata = {**drift_metadata(result, signal, version, data_hash(features), files), **images, **links}
         if signal.triggered:
             res.notifier.send(
                 "drift", f"{spec.name}: drift in {partition} against champion v{version}", "; ".join(signal.reasons),
@@ -86,7 +101,8 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             )
         context.log.info(f"drift share {result.drift_share:.2f}: {result.message}")
         return dg.MaterializeResult(
-            metadata=metadata, data_version=dg.DataVersion(f"{metadata[INPUT_DATA_VERSION]}-v{version}"))
+            metadata=metadata, data_version=dg.DataVersion(f"{metadata[INPUT_DATA_VERSION]}-v{version}"),
+            check_results=[drift_signal_check(result, signal, images)])
 
     return drift_report
 
@@ -104,34 +120,93 @@ def served_predictions(storage, pipeline: Pipeline, partition: str, version: str
     return monitored_from_scores(pipeline.spec.task, bundle.score(features))
 
 
-def write_outputs(context, pipeline: Pipeline, storage, result, signal, version: str, bundle, features) -> dict:
+def write_outputs(context, pipeline: Pipeline, res, result, signal, version: str, bundle,
+                  features) -> tuple[dict, dict, dict]:
     """The JSON report and signal, the per-feature table, the day-partitioned score history, the
-    trend plot, our own HTML/PNG summary, and Evidently's HTML when it is worth rendering."""
+    trend plot, our own HTML/PNG summary, and Evidently's HTML when it is worth rendering; the
+    plots and pages also go to the champion's MLflow run. Returns (file URIs, embedded plots,
+    MLflow links)."""
     from mlops_assets.core.drift.summary import render_drift_summary
 
-    spec = pipeline.spec
+    spec, storage = pipeline.spec, res.storage
     partition = context.partition_key
     out_dir = pipeline.layout.drift_dir(partition, version)
-    table = result.to_frame()
+    table_frame = result.to_frame()
     files = {"report_uri": storage.write_json(f"{out_dir}/report.json", result.to_dict()),
              "signal_uri": storage.write_json(f"{out_dir}/signal.json", signal.to_dict()),
-             "scores_uri": storage.write_parquet(f"{out_dir}/features.parquet", table)}
+             "scores_uri": storage.write_parquet(f"{out_dir}/features.parquet", table_frame)}
     now = dt.datetime.now(dt.UTC)
-    history_rows = table.with_columns(
+    history_rows = table_frame.with_columns(
         pl.lit(partition).alias("partition"), pl.lit(version).alias("champion_version"),
         pl.lit(context.run.run_id).alias("run_id"), pl.lit(now).alias("computed_at"),
     )
     storage.write_parquet(pipeline.layout.drift_scores(now.date().isoformat(), partition, context.run.run_id),
                           history_rows)
-    files["trend_plot"] = trend_plot(storage, pipeline, f"{out_dir}/trend.png")
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+        tmp = Path(tmp)
+        local: dict[str, Path] = {}
+        trend = trend_plot(storage, pipeline, tmp / "trend.png")
+        if trend is not None:
+            local["trend"] = trend
+            files["trend_plot"] = storage.write_file(f"{out_dir}/trend.png", trend)
         summary = render_drift_summary(result, tmp, title=f"{spec.name}: {partition} vs champion v{version}")
+        local["drift_severity"] = summary.png
         files["summary_html"] = storage.write_file(f"{out_dir}/drift_summary.html", summary.html)
         files["summary_png"] = storage.write_file(f"{out_dir}/drift_severity.png", summary.png)
+        pages = [summary.html]
         if wants_evidently(spec, result, signal) and bundle.reference_sample is not None:
-            files["evidently_html"] = render_evidently(spec, result, signal, bundle, features, Path(tmp), storage,
-                                                       f"{out_dir}/evidently.html")
-    return {k: v for k, v in files.items() if v}
+            html = render_evidently(spec, result, signal, bundle, features, tmp)
+            files["evidently_html"] = storage.write_file(f"{out_dir}/evidently.html", html)
+            pages.append(html)
+        uris = {"trend": files.get("trend_plot"), "drift_severity": files["summary_png"]}
+        images = plot_metadata(local, PLOT_TITLES, uris)
+        links = log_to_champion_run(res.registry, pipeline, version, partition, result,
+                                    [*local.values(), *pages])
+    return {k: v for k, v in files.items() if v}, images, links
+
+
+def mlflow_folder(partition: str) -> str:
+    return f"drift/{partition}"
+
+
+def log_to_champion_run(registry, pipeline: Pipeline, version: str, partition: str, result,
+                        files: list[Path]) -> dict:
+    """The drift report, plots and HTML pages on the champion's training run, under
+    drift/<partition>/ (MLflow previews PNG and HTML there); returns links to them."""
+    info = registry.get_version(pipeline.model_name, version)
+    if not info.run_id:
+        return {}
+    ref = CandidateRef(pipeline.model_name, version, info.run_id, registry.experiment_of(info.run_id))
+    folder = mlflow_folder(partition)
+    registry.record_evaluation(ref, report=result.to_dict(), report_path=f"{folder}/report.json",
+                               artifacts=[(folder, p) for p in files])
+    run_url = model_training_view(registry.run_url(ref.experiment_id, ref.run_id))
+    names = {p.name for p in files}
+    page = "evidently.html" if "evidently.html" in names else "drift_summary.html"
+    return {"mlflow_run": dg.MetadataValue.url(run_url),
+            "mlflow_drift_report": dg.MetadataValue.url(mlflow_artifact_url(run_url, f"{folder}/{page}"))}
+
+
+def drift_signal_check(result, signal, images: dict) -> dg.AssetCheckResult:
+    """WARN, never blocking: the retrain signal fired, or the drifted share is near its threshold."""
+    share, threshold = float(result.drift_share), float(result.share_threshold)
+    near = share >= NEAR_THRESHOLD * threshold
+    if result.empty:
+        passed, text = True, f"drift not computed: {result.message}"
+    elif signal.triggered:
+        passed, text = False, "retrain signal fired: " + "; ".join(signal.reasons)
+    elif near:
+        passed, text = False, (f"drifted share {share:.2f} is near the threshold {threshold:g} "
+                               f"(warns from {NEAR_THRESHOLD * threshold:.2f}); no retrain signal yet")
+    else:
+        passed, text = True, f"drifted share {share:.2f} (threshold {threshold:g}); no retrain signal"
+    return dg.AssetCheckResult(
+        check_name=DRIFT_SIGNAL_CHECK, passed=passed, severity=dg.AssetCheckSeverity.WARN, description=text[:2000],
+        metadata={DRIFT_SHARE: share, "share_threshold": threshold, RETRAIN_SIGNAL: bool(signal.triggered),
+                  KEY_FEATURES_DRIFTED: ",".join(signal.key_features_drifted) or "none",
+                  "drifted_features": ", ".join(result.drifted_features) or "none",
+                  "drift_table": drift_table(result, CHECK_DRIFT_COLUMNS), **images},
+    )
 
 
 def wants_evidently(spec, result, signal) -> bool:
@@ -142,7 +217,7 @@ def wants_evidently(spec, result, signal) -> bool:
                                                           result.drifted_features)
 
 
-def render_evidently(spec, result, signal, bundle, features, tmp: Path, storage, rel: str) -> str:
+def render_evidently(spec, result, signal, bundle, features, tmp: Path) -> Path:
     from mlops_assets.core.drift import render_evidently_report
 
     cap = spec.drift.evidently_sample_rows
@@ -152,12 +227,19 @@ def render_evidently(spec, result, signal, bundle, features, tmp: Path, storage,
     # The drifted and key features in detail; the rest as the drifted-share summary.
     detail = sorted(set(result.drifted_features) | set(signal.key_features))
     html = tmp / "evidently.html"
-    render_evidently_report(bundle.reference_sample.to_pandas(), current.to_pandas(), dict(spec.feature_types),
-                            str(html), sample_rows=cap, detail_columns=detail or None)
-    return storage.write_file(rel, html)
+    # Importing Evidently imports plotly, which replaces `warnings.formatwarning` for the whole
+    # process (every later warning would print differently); keep the interpreter's.
+    formatwarning = warnings.formatwarning
+    try:
+        render_evidently_report(bundle.reference_sample.to_pandas(), current.to_pandas(), dict(spec.feature_types),
+                                str(html), sample_rows=cap, detail_columns=detail or None)
+    finally:
+        warnings.formatwarning = formatwarning
+    return html
 
 
-def trend_plot(storage, pipeline: Pipeline, rel: str) -> str | None:
+def trend_plot(storage, pipeline: Pipeline, out_path: Path) -> Path | None:
+    """The trend over the last MAX_TREND_RUNS drift runs, as a local PNG (None before any)."""
     from mlops_assets.core.plots import drift_trend_plot
 
     prefix = pipeline.layout.drift_scores_prefix()
@@ -165,9 +247,7 @@ def trend_plot(storage, pipeline: Pipeline, rel: str) -> str | None:
     if not files:
         return None
     history = pl.concat([storage.read_parquet(p) for p in files], how="vertical_relaxed")
-    with tempfile.TemporaryDirectory(prefix="mlops-trend-") as tmp:
-        path = drift_trend_plot(history, Path(tmp) / "trend.png")
-        return storage.write_file(rel, path) if path else None
+    return drift_trend_plot(history, out_path)
 
 
 def drift_metadata(result, signal, version: str, input_version: str, files: dict) -> dict:
@@ -184,11 +264,40 @@ def drift_metadata(result, signal, version: str, input_version: str, files: dict
         "n_current": int(result.n_current),
         "drifted_features": ", ".join(result.drifted_features) or "none",
         "summary": result.message,
-        "drift_table": dg.MetadataValue.md(result.to_markdown()),
-        "retrain_signal_table": dg.MetadataValue.md(signal.to_markdown()),
+        "drift_table": drift_table(result),
+        "retrain_signal_table": signal_table(signal),
     }
     if result.prediction is not None:
         metadata["prediction_drift_score"] = float(result.prediction.score)
         metadata["prediction_drifted"] = bool(result.prediction.drifted)
     metadata.update({name: dg.MetadataValue.path(uri) for name, uri in files.items()})
     return metadata
+
+
+DRIFT_COLUMNS = ("name", "role", "kind", "drifted", "severity", "method", "score", "threshold", "psi", "js_distance",
+                 "wasserstein_norm", "ks_pvalue", "chi2_pvalue", "unseen_share", "n_current", "note")
+
+
+CHECK_DRIFT_COLUMNS = ("name", "role", "kind", "drifted", "severity", "method", "score", "threshold")
+
+
+def drift_table(result, columns: tuple[str, ...] = DRIFT_COLUMNS) -> dg.TableMetadataValue:
+    """Per feature (and the prediction), drifted first, then by severity (score / threshold)."""
+    entries = [(f, "feature") for f in result.features]
+    if result.prediction is not None:
+        entries.append((result.prediction, "prediction"))
+    entries.sort(key=lambda e: (not e[0].drifted, -e[0].severity, e[0].name))
+    rows = [{**f.to_dict(), "role": role, "severity": f.severity} for f, role in entries]
+    return table(rows, [c for c in columns if not rows or c in rows[0]])
+
+
+SIGNAL_COLUMNS = ("name", "role", "kind", "drifted", "test", "pvalue", "adjusted_pvalue", "weight", "effect_name",
+                  "effect", "floor", "significant", "material", "category", "share_reference", "share_current",
+                  "note")
+
+
+def signal_table(signal) -> dg.TableMetadataValue:
+    """The retrain signal's tested family: drifted first, key features and the prediction first."""
+    order = {"key": 0, "prediction": 1, "feature": 2}
+    tests = sorted(signal.tests, key=lambda t: (not t.drifted, order.get(t.role, 3), t.adjusted_pvalue or 2.0, t.name))
+    return table([{**t.to_dict(), "drifted": t.drifted} for t in tests], list(SIGNAL_COLUMNS))
