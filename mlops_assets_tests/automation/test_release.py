@@ -224,11 +224,11 @@ def test_shadow_scores_beside_the_champion_and_judges_on_the_same_rows(tmp_path,
     arms = perf["release_arms"]
     # Shadow: both arms are the same 20,000 labelled rows.
     assert arms["champion"]["rows"] == arms["candidate"]["rows"] == 20_000
-    assert perf["release_action"] in ("promote", "end")
+    # v2 learnt from twice the clean data: on the very same rows it is no worse.
+    assert perf["release_action"] == "promote", perf["release_reason"]
     tick = release_tick(world)
     assert len(tick.launched) == 1 and tick.launched[0].success
-    expected = "2" if perf["release_action"] == "promote" else "1"
-    assert registry.champion("demo").version == expected == champion_of_record(instance, world.pipeline)
+    assert registry.champion("demo").version == "2" == champion_of_record(instance, world.pipeline)
 
 
 def record(instance, key, partition=None, **metadata) -> None:
