@@ -321,7 +321,8 @@ class Agreement:
         for key in ("mean_abs_diff", "max_abs_diff", "correlation", "label_agreement"):
             value = getattr(self, key)
             if value is not None:
-                out[f"{prefix}{'top_class_agreement' if key == 'label_agreement' and self.task == 'multiclass' else key}"] = value
+                name = "top_class_agreement" if key == "label_agreement" and self.task == "multiclass" else key
+                out[prefix + name] = value
         return out
 
     def to_markdown(self) -> str:
