@@ -1,7 +1,9 @@
 """New objects under an S3 prefix, listed with dagster-aws `get_objects`.
 
 S3 PUTs are atomic, so an object is complete as soon as it is listed; only the optional
-`_SUCCESS` marker mode can make one wait.
+`_SUCCESS` marker mode can make one wait. An object's identity is its size, LastModified and
+ETag: the sensor does not download it; raw_data reads it with If-Match on that ETag and
+records the SHA-256 of what it read.
 
 Why not `get_objects(since_key=...)` alone: it slices a listing sorted by LastModified,
 which S3 reports to the second, so an object written in the same second as the cursor's
@@ -18,13 +20,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from mlops_assets.sources.local import (
+from mlops_assets.sources.keys import (
     DATA_SUFFIXES,
     SUCCESS_SUFFIX,
-    Arrival,
-    ArrivalScan,
     is_temporary,
+    partition_key_for_file,
 )
+from mlops_assets.sources.local import Arrival, ArrivalScan, Waiting
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,17 @@ def scan_s3_arrivals(client, uri: str, cursor: S3Cursor, *, require_success_mark
                 scan.ignored.append(key)
             taken.append((modified, key))
             continue
-        arrival = Arrival(name, f"s3://{bucket}/{key}", int(obj.get("Size", 0)), int(modified.timestamp() * 1e9))
+        modified_ns = int(modified.timestamp() * 1e9)
+        arrival = Arrival(name, f"s3://{bucket}/{key}", int(obj.get("Size", 0)), modified_ns, modified_ns,
+                          etag=str(obj.get("ETag", "")).strip('"'))
         if require_success_marker and (key + SUCCESS_SUFFIX) not in listed:
-            scan.waiting.append(arrival)
+            scan.waiting.append(Waiting(arrival, f"no {name + SUCCESS_SUFFIX} marker yet"))
             oldest_waiting = modified if oldest_waiting is None else min(oldest_waiting, modified)
             continue
-        scan.ready.append(arrival)
+        # An overwritten object is listed again (a new LastModified): the sensor compares it
+        # with what the partition recorded. An empty object is complete (PUTs are atomic) and
+        # goes to raw_data, which quarantines it with its reason.
+        (scan.ready if partition_key_for_file(name) else scan.unkeyable).append(arrival)
         taken.append((modified, key))
     if oldest_waiting is not None:
         taken = [(m, k) for m, k in taken if m < oldest_waiting]

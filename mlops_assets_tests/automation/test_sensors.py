@@ -4,6 +4,7 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from mlops_assets.definitions import build_mlops_defs
@@ -19,12 +20,27 @@ def setup(spec):
 
 
 def _tick(defs, instance, name, cursor=None):
+    # The resources the sensor requires (the notifier, an S3 client) are bound as the daemon does.
     sensor = defs.get_sensor_def(name)
-    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=name))
+    resources = {k: v for k, v in (defs.resources or {}).items() if k in sensor.required_resource_keys}
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=name,
+                                          resources=resources))
+
+
+def _with_source(spec, webhook=None, **source):
+    """Definitions for `spec` with some source fields changed, alerting to `webhook` if given."""
+    from mlops_assets.resources import Notifier
+    from mlops_assets.spec import PipelineSpec
+
+    data = spec.model_dump(mode="json")
+    data["source"].update(source)
+    changed = PipelineSpec.from_dict(data)
+    notifier = Notifier(backend="webhook", webhook_url=webhook["url"], backoff_s=0) if webhook else None
+    return changed, build_mlops_defs(changed, notifier=notifier)
 
 
 def test_new_data_sensor_empty_directory_says_why(setup):
-    spec, names, defs, instance = setup
+    _, names, defs, instance = setup
     result = _tick(defs, instance, names.sensor("new_data"))
     assert not result.run_requests and "no new files" in result.skip_reason.skip_message
 
@@ -52,12 +68,97 @@ def test_a_lone_first_file_runs_the_whole_lifecycle(setup):
     assert request.job_name == names.job("bootstrap") and request.tags["mlops/trigger"] == "bootstrap"
 
 
-def test_names_that_cannot_be_partition_keys_are_reported(setup, caplog):
+def test_names_that_cannot_be_partition_keys_are_quarantined_with_an_alert(spec, webhook):
+    spec, defs = _with_source(spec, webhook)
+    names = Pipeline(spec)
+    landing = Path(spec.source.path)
+    write_day(landing, dt.date(2026, 1, 1), n_rows=300)
+    bad = landing / "bad name!.parquet"
+    bad.write_bytes(b"payload")
+    with dg.instance_for_test() as instance:
+        result = _tick(defs, instance, names.sensor("new_data"))
+        assert [r.partition_key for r in result.run_requests] == ["loans_2026-01-01.parquet"]
+        moved = landing / "_quarantine" / bad.name
+        assert not bad.exists() and moved.read_bytes() == b"payload"
+        reason = (landing / "_quarantine" / (bad.name + ".reason.txt")).read_text()
+        assert "file name 'bad name!.parquet' cannot be a partition key" in reason and "rename it" in reason
+        (alert,) = [body for _, body in webhook["bodies"]]
+        assert alert["kind"] == "quarantine" and "bad name!.parquet" in alert["title"]
+        assert alert["fields"]["where"] == f"moved to {moved}"
+        # Gone from the landing folder: never reported twice.
+        _tick(defs, instance, names.sensor("new_data"), cursor=result.cursor)
+        assert len(webhook["bodies"]) == 1
+
+
+def test_an_unkeyable_file_that_cannot_be_moved_is_reported_once(spec, webhook):
+    spec, defs = _with_source(spec, webhook)
+    names = Pipeline(spec)
+    landing = Path(spec.source.path)
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "_quarantine").write_text("a file where the quarantine folder should be")
+    (landing / "bad name!.csv").write_text("a\n1\n")
+    with dg.instance_for_test() as instance:
+        first = _tick(defs, instance, names.sensor("new_data"))
+        assert "quarantined 'bad name!.csv'" in first.skip_reason.skip_message
+        assert "left in place" in first.skip_reason.skip_message
+        assert (landing / "bad name!.csv").exists()
+        second = _tick(defs, instance, names.sensor("new_data"), cursor=first.cursor)
+        assert second.skip_reason.skip_message == "no new files"
+        assert len(webhook["bodies"]) == 1
+
+
+def test_an_empty_file_is_named_while_it_waits_and_handed_on_after_complete_within_seconds(spec):
+    patient, patient_defs = _with_source(spec, complete_within_seconds=3600)
+    names = Pipeline(patient)
+    empty = Path(patient.source.path) / "loans_2026-01-09.parquet"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_bytes(b"")
+    with dg.instance_for_test() as instance:
+        first = _tick(patient_defs, instance, names.sensor("new_data"))
+        assert not first.run_requests
+        assert "loans_2026-01-09.parquet: empty (0 bytes)" in first.skip_reason.skip_message
+        # Past the bound it goes to raw_data (which quarantines it): it never holds the cursor for ever.
+        _, eager_defs = _with_source(spec, complete_within_seconds=0)
+        second = _tick(eager_defs, instance, names.sensor("new_data"), cursor=first.cursor)
+        assert [r.partition_key for r in second.run_requests] == [empty.name]
+        assert second.run_requests[0].tags["mlops/source_size"] == "0"
+
+
+def test_a_paused_producer_s_half_written_parquet_file_is_not_taken(setup):
+    """Settled by its mtime (settle_seconds is 0 here) but without its footer: it waits."""
+    import hashlib
+    import io
+
     spec, names, defs, instance = setup
-    write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=300)
-    (Path(spec.source.path) / "bad name!.parquet").write_bytes(b"x")
-    result = _tick(defs, instance, names.sensor("new_data"))
-    assert [r.partition_key for r in result.run_requests] == ["loans_2026-01-01.parquet"]
+    frame = pl.DataFrame({"id": list(range(5_000)), "x": [float(i) for i in range(5_000)]})
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    data = buf.getvalue()
+    path = Path(spec.source.path) / "loans_2026-01-07.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: len(data) // 3])
+    first = _tick(defs, instance, names.sensor("new_data"))
+    assert not first.run_requests
+    assert "loans_2026-01-07.parquet: no Parquet footer yet" in first.skip_reason.skip_message
+    with open(path, "ab") as fh:                          # the producer resumes and finishes
+        fh.write(data[len(data) // 3:])
+    (request,) = _tick(defs, instance, names.sensor("new_data"), cursor=first.cursor).run_requests
+    assert request.tags["mlops/source_sha256"] == hashlib.sha256(data).hexdigest()
+    assert request.tags["mlops/source_size"] == str(len(data))
+
+
+def test_hashing_is_bounded_per_tick_and_the_rest_waits(setup, monkeypatch):
+    from mlops_assets.automation import new_data
+
+    spec, names, defs, instance = setup
+    first_file = write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=300)
+    write_day(spec.source.path, dt.date(2026, 1, 2), n_rows=300)
+    monkeypatch.setattr(new_data, "HASH_BUDGET_BYTES", first_file.stat().st_size)
+    first = _tick(defs, instance, names.sensor("new_data"))
+    assert [r.partition_key for r in first.run_requests] == ["loans_2026-01-01.parquet"]
+    instance.add_dynamic_partitions(names.partitions_name, ["loans_2026-01-01.parquet"])
+    second = _tick(defs, instance, names.sensor("new_data"), cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["loans_2026-01-02.parquet"]
 
 
 def test_new_data_sensor_never_requests_a_partition_twice(setup):
@@ -73,7 +174,7 @@ def test_new_data_sensor_never_requests_a_partition_twice(setup):
 
 
 def test_file_arriving_mid_tick_is_taken_next_tick(setup, tmp_path):
-    spec, names, defs, instance = setup
+    spec, names, _, instance = setup
     data = spec.model_dump(mode="json")
     data["source"]["settle_seconds"] = 3600.0           # nothing settles during this tick
     from mlops_assets.spec import PipelineSpec
@@ -83,6 +184,7 @@ def test_file_arriving_mid_tick_is_taken_next_tick(setup, tmp_path):
     write_day(slow.source.path, dt.date(2026, 1, 5), n_rows=300)
     first = _tick(slow_defs, instance, names.sensor("new_data"))
     assert not first.run_requests and "waiting to settle" in first.skip_reason.skip_message
+    assert "loans_2026-01-05.parquet: settling" in first.skip_reason.skip_message
     # The file settles; the stored cursor did not move past it, so it is picked up.
     data["source"]["settle_seconds"] = 0.0
     settled_defs = build_mlops_defs(PipelineSpec.from_dict(data))
