@@ -102,7 +102,7 @@ def build_mlops_defs(
         jobs=[*jobs.all(), rollback, release],
         sensors=[build_new_data_sensor(pipeline, jobs), build_retrain_sensor(pipeline, jobs),
                  build_release_sensor(pipeline, release),
-                 build_run_failure_sensor(pipeline, jobs, notifier),
+                 build_run_failure_sensor(pipeline, jobs, notifier, extra_jobs=[rollback, release]),
                  build_dead_run_watchdog_sensor(
                      pipeline.sensor("dead_runs"), [j.name for j in [*jobs.all(), rollback, release]],
                      minimum_interval_seconds=spec.automation.watchdog_interval_seconds,

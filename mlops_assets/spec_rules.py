@@ -40,6 +40,7 @@ RESERVED_COLUMNS = {
     "__label": "the label column of the delayed-label join",
     **dict.fromkeys(("model_version", "scored_at", "score", "prediction"), "a predictions-table column"),
     "received_at": "a request-log column", "event_id": "a stream-output column",
+    "arm": "the canary predictions' arm column",
 }
 RESERVED_PREFIX = "proba_"          # multiclass probability columns: proba_<class>
 # polars renames a repeated CSV header 'x' to 'x_duplicated_0', 'x_duplicated_1', ...;
@@ -291,7 +292,15 @@ def search_space_problems(space: dict[str, Any], settings: Any, trainer: str) ->
 def pipeline_problems(spec: PipelineSpec) -> list[Problem]:
     """Rules across sections, checked once every section is valid on its own."""
     return [*_role_problems(spec), *_task_problems(spec), *_gate_problems(spec), *_drift_problems(spec),
-            *_ground_truth_problems(spec)]
+            *_ground_truth_problems(spec), *_release_problems(spec)]
+
+
+def _release_problems(spec: PipelineSpec) -> list[Problem]:
+    """A shadow or canary release is judged on delayed labels: without them it could only time out."""
+    if spec.release.mode != "none" and spec.ground_truth is None:
+        return [(("release", "mode"), f"'{spec.release.mode}' needs ground_truth: the release rule compares the "
+                                      "two models on delayed labels")]
+    return []
 
 
 def _reserved(name: str) -> str | None:

@@ -130,6 +130,7 @@ def version_records(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[Ve
         if left is not None:
             rolled_back[str(left)] = True
         rolled_back[str(value(m, MODEL_VERSION))] = False   # (re)promoted: not rolled back now
+    releases = release_states(instance, pipeline)
     records = []
     for m in _events(instance, pipeline.key(Stage.TRAINED_MODEL)):
         version, identity = value(m, MODEL_VERSION), value(m, TRAINING_SET)
@@ -143,6 +144,7 @@ def version_records(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[Ve
                                      int(value(m, DELAYED_LABEL_ROWS, 0) or 0)),
             approval=approvals.get(str(version)),
             rolled_back=rolled_back.get(str(version), False),
+            release=releases.get(str(version)),
         ))
     return records
 

@@ -43,12 +43,12 @@ STAGE_SECTIONS: dict[Stage, tuple[str, ...]] = {
     Stage.VALIDATED_FEATURES: (*_SCHEMA, "timestamp_column", "group_column", "min_rows", "split", "labels"),
     Stage.TRAINED_MODEL: (*_SCHEMA, "split", "model", "edge", "drift.psi_bins", "drift.evidently_sample_rows"),
     Stage.EVALUATION_REPORT: (*_SCHEMA, "group_column", "gate", "model.decision_threshold", "model.trainer"),
-    Stage.REGISTERED_MODEL: ("gate",),
-    Stage.BATCH_PREDICTIONS: ("id_column", "task"),
+    Stage.REGISTERED_MODEL: ("gate", "release"),
+    Stage.BATCH_PREDICTIONS: ("id_column", "task", "release", "split.seed"),
     Stage.DRIFT_REPORT: ("features", "id_column", "task", "drift"),
     Stage.GROUND_TRUTH: ("ground_truth",),
     Stage.MODEL_PERFORMANCE: ("id_column", "task", "classes", "model.decision_threshold", "ground_truth",
-                              "performance"),
+                              "performance", "release"),
 }
 
 KINDS: dict[Stage, set[str]] = {

@@ -96,8 +96,10 @@ def test_rule_tables_match_what_the_core_computes():
     for kind, methods in METHODS_BY_KIND.items():
         # "z" is Evidently's choice for two-valued columns, reachable through "auto" only.
         assert set(DRIFT_METHODS[kind]) == (methods - {"z"}) | {"auto"}
+    from mlops_assets.core.release import ARM
+
     added = {SPLIT_COLUMN, MONITORED_COLUMN, LABEL, MODEL_VERSION, SCORED_AT, SCORE, PREDICTION, RECEIVED_AT,
-             EVENT_ID_COLUMN}
+             EVENT_ID_COLUMN, ARM}
     assert added == set(RESERVED_COLUMNS) and RESERVED_PREFIX == PROBA_PREFIX
 
 

@@ -320,3 +320,20 @@ def test_empty_and_unreadable_files_say_so(tmp_path):
     """))
     with pytest.raises(SpecError, match="expected a mapping at the top level, got list"):
         PipelineSpec.from_yaml(listed)
+
+
+def test_a_release_without_delayed_labels_is_refused(tmp_path):
+    import pytest
+
+    from mlops_assets.spec import PipelineSpec, SpecError
+    from mlops_assets_tests.conftest import small_spec
+
+    data = small_spec(tmp_path).model_dump(mode="json")
+    data["release"] = {"mode": "canary"}
+    with pytest.raises(SpecError) as caught:
+        PipelineSpec.from_dict(data)
+    assert ("release.mode", "'canary' needs ground_truth: the release rule compares the two models on delayed "
+            "labels") in caught.value.problems
+    data["features"][0]["name"] = "arm"
+    with pytest.raises(SpecError, match="'arm' is reserved: it is the canary predictions' arm column"):
+        PipelineSpec.from_dict(data)

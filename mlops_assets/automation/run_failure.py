@@ -6,13 +6,14 @@ from mlops_assets.automation.jobs import PipelineJobs
 from mlops_assets.pipeline import Pipeline
 
 
-def build_run_failure_sensor(pipeline: Pipeline, jobs: PipelineJobs, notifier) -> dg.SensorDefinition:
+def build_run_failure_sensor(pipeline: Pipeline, jobs: PipelineJobs, notifier,
+                             extra_jobs: list | None = None) -> dg.SensorDefinition:
     """Run-failure sensors take no namespaced resource keys, so the pipeline's notifier is
     bound here and its config (EnvVar secrets included) resolved when an alert is sent."""
 
     @dg.run_failure_sensor(
         name=pipeline.sensor("run_failure"),
-        monitored_jobs=jobs.all(),
+        monitored_jobs=[*jobs.all(), *(extra_jobs or [])],
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Alert on any failed run of this pipeline's jobs.",
     )

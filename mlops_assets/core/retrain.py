@@ -55,6 +55,7 @@ class VersionRecord:
     training_set: TrainingSet
     approval: str | None = None       # approved | forced | rejected | None (not judged yet)
     rolled_back: bool = False
+    release: str | None = None        # its shadow/canary release: active | promoted | ended | None
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,9 @@ def _same_set_as_a_judged_version(versions: list[VersionRecord], identity: str) 
         if record.approval == "rejected":
             return (f"nothing new to learn: v{record.version} was trained on exactly this data and the gate "
                     "rejected it")
+        if record.release == "ended":
+            return (f"nothing new to learn: v{record.version} was trained on exactly this data and its release "
+                    "was ended (see its release_reason)")
     return None
 
 
@@ -183,8 +187,12 @@ def _unfinished(champion: str | None, versions: list[VersionRecord], candidate: 
     if not newer:
         return None
     latest = max(newer, key=lambda v: int(v.version))
-    if latest.rolled_back:
+    if latest.rolled_back or latest.release == "ended":
         return None
+    if latest.release == "active":
+        # The release rule promotes or ends it (within release.max_days); no retrain meanwhile.
+        return _skip(f"v{latest.version} is under a shadow/canary release: the release rule promotes or ends it "
+                     "before another retrain")
     if latest.approval is None and latest.training_set.identity == candidate.identity:
         key, stages = f"evaluate:v{latest.version}", ("evaluation_report", "registered_model")
         reason = f"v{latest.version} was trained on this data but its run ended before the gate judged it: evaluate it"

@@ -237,8 +237,6 @@ def record(instance, key, partition=None, **metadata) -> None:
 
 
 @pytest.mark.parametrize("state", ["active", "ended"])
-@pytest.mark.xfail(strict=True, reason="core/retrain.py does not know releases yet: `_unfinished` takes an approved "
-                   "version newer than the champion for a promotion that did not finish (see docs/serving.md)")
 def test_the_retrain_loop_leaves_a_released_version_to_the_release_rule(tmp_path, instance, state):
     """Recorded state only (no training): v1 champion, v2 approved and under release (or its
     release ended). The retrain decision must not 'finish the promotion' of v2."""

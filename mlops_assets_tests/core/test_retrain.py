@@ -186,3 +186,13 @@ def test_drift_on_the_data_behind_a_rolled_back_model_does_not_count():
     d = _decide(versions=[V1, v2], candidate=more, signals=[_drift("d2")], policy=RetrainPolicy(on_new_data=False))
     assert not d.act
     assert d.ignored == (("drift:d2:x", "partition d2 trained v2, which was rolled back"),)
+
+
+def test_a_version_under_release_is_left_to_the_release_rule():
+    active = VersionRecord("2", DAY12, approval="approved", release="active")
+    d = _decide(versions=[V1, active], candidate=DAY12)
+    assert not d.act and d.reason == ("v2 is under a shadow/canary release: the release rule promotes or ends it "
+                                      "before another retrain")
+    ended = VersionRecord("2", DAY12, approval="approved", release="ended")
+    d = _decide(versions=[V1, ended], candidate=DAY12, signals=[_drift("d2")])
+    assert not d.act and "its release was ended" in d.reason

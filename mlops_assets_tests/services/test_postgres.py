@@ -123,6 +123,7 @@ def pg_world(tmp_path_factory, postgres_server: PostgresServer, postgres_databas
             instance.dispose()
 
 
+@pytest.mark.timeout(1_800)   # real daemons on a shared machine: waits judge progress
 def test_bootstrap_on_dagster_postgres_with_mlflow_on_postgres(pg_world: PgWorld):
     from dagster_postgres import (
         PostgresEventLogStorage,
@@ -245,6 +246,7 @@ def _step_window(instance, run_id: str, step_key: str) -> tuple[float, float]:
     return start, end
 
 
+@pytest.mark.timeout(1_800)   # real daemons on a shared machine: waits judge progress
 def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
@@ -340,6 +342,7 @@ def test_daemon_dequeues_within_run_and_pool_limits(pg_world: PgWorld):
         assert instance.fetch_materializations(flt, limit=10).records, part
 
 
+@pytest.mark.timeout(1_800)   # real daemons on a shared machine: waits judge progress
 def test_unreachable_postgres_fails_fast_and_names_the_host(tmp_path, postgres_server: PostgresServer,
                                                            monkeypatch):
     """dagster-postgres retries a refused connection 5 times with exponential backoff (about

@@ -34,7 +34,8 @@ def test_promotes_the_evaluated_version_alone(evaluated):
     assert "previous_champion" not in champion.tags
     assert registry.version_by_alias("demo", "challenger") is None
     record = world.resource("storage").read_json(world.pipeline.layout.registration("1"))
-    assert record == {"version": "1", "previous_champion": None, "approval": "approved", "run_id": result.run_id}
+    assert record == {"version": "1", "previous_champion": None, "approval": "approved", "run_id": result.run_id,
+                      "promotion_id": champion.tags["promotion_id"]}
 
 
 def test_refuses_when_the_mlflow_record_disagrees_with_the_evaluation(evaluated):
