@@ -106,7 +106,8 @@ def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> str:
 class Deployment:
     """A temp DAGSTER_HOME, a code location, and a daemon started and stopped as a group."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, edit=None, env: dict | None = None):
+        """`edit(spec_data)` changes the spec's dict before it is written; `env` adds variables."""
         self.root = root
         self.home = root / "dagster_home"
         self.home.mkdir()
@@ -120,6 +121,8 @@ class Deployment:
         data["automation"]["sensor_interval_seconds"] = 5
         data["source"]["path"] = str(root / "landing")
         data["state_dir"] = str(root / "state")
+        if edit is not None:
+            edit(data)
         (root / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         (root / "defs.py").write_text(DEFS_PY)
         (root / "workspace.yaml").write_text(yaml.safe_dump(
@@ -133,6 +136,7 @@ class Deployment:
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         self.env.pop("MLFLOW_TRACKING_URI", None)
+        self.env.update(env or {})
         self.daemon: subprocess.Popen | None = None
         self.starts = 0
 
