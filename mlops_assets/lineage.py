@@ -24,19 +24,30 @@ def library_version() -> str:
 
 
 def code_location_dir(run) -> str | None:
-    """The folder of the code location a Dagster run was launched from, if the run records one
-    (a Python file, a module or a working directory); None for in-process runs."""
+    """The folder of the code a Dagster run executes, if the run records it: the run worker's
+    code pointer (a Python file or a module, with its working directory), else the launching
+    code location's loadable target. None for in-process runs (`materialize`)."""
+    pointer = getattr(getattr(getattr(run, "job_code_origin", None), "repository_origin", None), "code_pointer", None)
+    if pointer is not None:
+        found = _code_dir(getattr(pointer, "python_file", None), getattr(pointer, "module", None),
+                          getattr(pointer, "working_directory", None))
+        if found:
+            return found
     origin = getattr(run, "remote_job_origin", None)
     location = getattr(getattr(origin, "repository_origin", None), "code_location_origin", None)
     target = getattr(location, "loadable_target_origin", None)
     if target is None:
         return None
-    if target.python_file:
-        path = Path(target.python_file)
-        if not path.is_absolute() and target.working_directory:
-            path = Path(target.working_directory) / path
+    module = target.module_name or target.package_name or getattr(target, "autoload_defs_module_name", None)
+    return _code_dir(target.python_file, module, target.working_directory)
+
+
+def _code_dir(python_file: str | None, module: str | None, working_directory: str | None) -> str | None:
+    if python_file:
+        path = Path(python_file)
+        if not path.is_absolute() and working_directory:
+            path = Path(working_directory) / path
         return str(path.resolve().parent)
-    module = target.module_name or target.package_name
     if module:
         try:
             spec = importlib.util.find_spec(module)
@@ -44,7 +55,7 @@ def code_location_dir(run) -> str | None:
             spec = None
         if spec is not None and spec.origin:
             return str(Path(spec.origin).resolve().parent)
-    return target.working_directory or None
+    return working_directory or None
 
 
 def git_sha(code_dir: str | None = None) -> str | None:

@@ -27,15 +27,15 @@ def trained(tmp_path, spec, loans_day1):
 
 
 def _record(spec, frame, out, trigger="drift"):
-    return dict(
-        params=out.model.params, metrics={"train_rows": out.train_rows}, history=out.model.history,
-        tags={"dagster_run_id": "r1", "approval": "pending", "trigger": trigger, "data_version": out.data_version},
-        run_name=f"{spec.name} {trigger}", description="**demo**: trained by [r1](http://dagster/runs/r1).",
-        dataset_sample=frame.drop(SPLIT_COLUMN).head(500).to_pandas(), dataset_digest=out.data_version,
-        target=spec.target, feature_kinds=dict(spec.feature_types),
-        nullable={f.name for f in spec.features if f.max_null_fraction > 0}, task=spec.task,
-        classes=out.bundle.classes, input_example=out.bundle.reference_sample.head(5).to_pandas(),
-    )
+    return {
+        "params": out.model.params, "metrics": {"train_rows": out.train_rows}, "history": out.model.history,
+        "tags": {"dagster_run_id": "r1", "approval": "pending", "trigger": trigger, "data_version": out.data_version},
+        "run_name": f"{spec.name} {trigger}", "description": "**demo**: trained by [r1](http://dagster/runs/r1).",
+        "dataset_sample": frame.drop(SPLIT_COLUMN).head(500).to_pandas(), "dataset_digest": out.data_version,
+        "target": spec.target, "feature_kinds": dict(spec.feature_types),
+        "nullable": {f.name for f in spec.features if f.max_null_fraction > 0}, "task": spec.task,
+        "classes": out.bundle.classes, "input_example": out.bundle.reference_sample.head(5).to_pandas(),
+    }
 
 
 def test_a_candidate_run_reads_like_a_model_training_run(registry, spec, trained, capfd):

@@ -129,11 +129,17 @@ def test_mlflow_links_open_the_model_training_view():
 
 
 # -- lineage -----------------------------------------------------------------------------------
-def _run_from(python_file=None, module_name=None, working_directory=None):
+def _run_from(python_file=None, module_name=None, working_directory=None, pointer=False):
+    """A run as Dagster records it: the run worker's code pointer (CLI and launched runs), or
+    only the launching code location's loadable target."""
+    if pointer:
+        code = SimpleNamespace(python_file=python_file, module=module_name, working_directory=working_directory)
+        return SimpleNamespace(job_code_origin=SimpleNamespace(repository_origin=SimpleNamespace(code_pointer=code)),
+                               remote_job_origin=None)
     target = SimpleNamespace(python_file=python_file, module_name=module_name, package_name=None,
                              working_directory=working_directory)
     location = SimpleNamespace(loadable_target_origin=target)
-    return SimpleNamespace(remote_job_origin=SimpleNamespace(
+    return SimpleNamespace(job_code_origin=None, remote_job_origin=SimpleNamespace(
         repository_origin=SimpleNamespace(code_location_origin=location)))
 
 
@@ -155,17 +161,21 @@ def user_repo(tmp_path, monkeypatch):
 
 
 def test_git_sha_is_the_users_code_location_commit(user_repo):
-    repo, head, git = user_repo
+    repo, head, _git = user_repo
     run = _run_from(python_file="defs.py", working_directory=str(repo))
     assert code_location_dir(run) == str(repo.resolve())
     assert lineage_tags(run) == {"mlops_assets_version": __version__, "git_sha": head}
+    launched = _run_from(python_file="defs.py", working_directory=str(repo), pointer=True)
+    assert lineage_tags(launched)["git_sha"] == head
+    module = _run_from(module_name="mlops_assets_tests.stages.test_metadata", pointer=True)
+    assert code_location_dir(module).endswith("mlops_assets_tests/stages")
     (repo / "defs.py").write_text("x = 2\n")
     assert lineage_tags(run)["git_dirty"] == "true"
 
 
 def test_git_sha_is_absent_rather_than_wrong(monkeypatch, tmp_path):
     monkeypatch.delenv("MLOPS_GIT_SHA", raising=False)
-    in_process = SimpleNamespace(remote_job_origin=None)
+    in_process = SimpleNamespace(job_code_origin=None, remote_job_origin=None)
     assert code_location_dir(in_process) is None
     assert lineage_tags(in_process) == {"mlops_assets_version": __version__}    # not this library's checkout
     outside_git = _run_from(working_directory=str(tmp_path))
