@@ -7,14 +7,19 @@ from pathlib import Path
 
 import polars as pl
 
-from mlops_assets.sources.files import read_arrival_file
+from mlops_assets.sources.files import read_arrival_file, read_local_arrival
 
 LABEL_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
-def read_label_files(directory: str) -> pl.DataFrame:
+def read_label_files(directory: str, limits=None) -> pl.DataFrame:
+    """With `limits` (the spec's `limits`), each file is read as an arrival is: links and
+    special files refused, size and shape checked before it is decoded."""
     files = label_files(directory)
-    frames = [read_arrival_file(str(p)) for p in files]
+    if limits is None:
+        frames = [read_arrival_file(str(p)) for p in files]
+    else:
+        frames = [read_local_arrival(str(p), limits=limits)[0] for p in files]
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 

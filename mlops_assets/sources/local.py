@@ -220,7 +220,8 @@ def _parquet_unfinished(fh, size: int) -> str | None:
     return None
 
 
-S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+# Today's bucket rules, widened to what legacy (us-east-1) bucket names may hold.
+S3_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
 
 
 def check_source_path(path: str) -> str:

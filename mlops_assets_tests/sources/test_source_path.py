@@ -41,7 +41,7 @@ def test_a_folder_that_cannot_be_created_names_the_field(tmp_path):
         build_mlops_defs(_spec(tmp_path, blocker / "landing"))
 
 
-@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix", "s3://Bad_Bucket/x", "gs://bucket/x"])
+@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix", "s3://a/x", "s3://-bucket/x", "s3://buck et/x", "gs://bucket/x"])
 def test_bad_uris_fail_the_definitions(tmp_path, uri):
     with pytest.raises(SpecError, match="source.path: "):
         build_mlops_defs(_spec(tmp_path, uri))
