@@ -20,7 +20,8 @@ def _raw(world, stage, partition=None) -> dict:
     return dict(mat.metadata)
 
 
-def test_plots_tables_and_links_on_training_evaluation_and_drift(world):
+def test_plots_tables_and_links_on_training_evaluation_and_drift(world, monkeypatch):
+    monkeypatch.delenv("MLOPS_GIT_SHA", raising=False)
     first = world.land(day=1)
     world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], first)
     world.materialize([Stage.TRAINED_MODEL])
