@@ -28,6 +28,16 @@ class TickOutcome:
         return [r.run_id for r in self.launched]
 
 
+@dataclass(frozen=True)
+class PendingRun:
+    """A run a tick requested, not executed yet: its job, request and the tags it runs with
+    (the run key and sensor name included, as the daemon adds them)."""
+
+    job_name: str
+    request: dg.RunRequest
+    tags: dict
+
+
 class InlineAutomation:
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO"):
         self.defs = defs
@@ -36,6 +46,14 @@ class InlineAutomation:
         self.cursors: dict[str, str | None] = {}
 
     def tick_sensor(self, name: str) -> TickOutcome:
+        outcome, pending = self.evaluate_sensor(name)
+        outcome.launched.extend(self.execute(run) for run in pending)
+        return outcome
+
+    def evaluate_sensor(self, name: str) -> tuple[TickOutcome, list[PendingRun]]:
+        """Evaluate one tick as the daemon does (cursor, requested partitions, run keys already
+        launched skipped) but execute nothing: the runs it would launch, each with its job and
+        final tags, for the caller to execute (`execute`) here or in another process."""
         sensor = self.defs.get_sensor_def(name)
         # `definitions=` supplies the repository only; the resources the sensor requires (e.g.
         # the S3 client of an s3:// source) are passed explicitly, as the daemon binds them.
@@ -63,15 +81,22 @@ class InlineAutomation:
         skip = result.skip_reason.skip_message if result.skip_reason else None
         outcome = TickOutcome(name, skip_reason=skip)
         default_job = sensor.job_name if sensor.has_jobs and len(sensor.jobs) == 1 else None
+        pending, keys = [], set()
         for request in result.run_requests or []:
             tags = dict(request.tags or {})
             if request.run_key:
-                if self._already_launched(name, request.run_key):
+                # A key repeated within the tick counts as launched, as if the first had run.
+                if request.run_key in keys or self._already_launched(name, request.run_key):
                     outcome.deduplicated.append(request.run_key)
                     continue
+                keys.add(request.run_key)
                 tags.update({RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: name})
-            outcome.launched.append(self._execute(request.job_name or default_job, request, tags))
-        return outcome
+            pending.append(PendingRun(request.job_name or default_job, request, tags))
+        return outcome, pending
+
+    def execute(self, run: PendingRun) -> dg.ExecuteInProcessResult:
+        """Execute one run `evaluate_sensor` returned, in this process."""
+        return self._execute(run.job_name, run.request, run.tags)
 
     def tick_schedule(self, name: str, at: dt.datetime | None = None) -> TickOutcome:
         schedule = self.defs.get_schedule_def(name)
