@@ -53,7 +53,7 @@ defs = pipeline_defs({target!r}, executor={executor!r}, overrides={overrides!r})
 '''
 
 REQUESTED_BY_TAG = "mlops/requested_by"
-STOP_GRACE_S = 15.0
+STOP_GRACE_S = 30.0
 POLL_S = 0.5
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
@@ -397,7 +397,11 @@ class Automation:
             self.say(f"{event.name} -> {self._describe_runs(event.run_ids)}")
             return
         text = first_line(event.text or "skipped", self.width)
-        if self._last_skip.get(event.name) != text and not self.quiet_skips(event.name, text):
+        # Skips worth a line: the settle sensors' and the schedules' (each change of reason), and
+        # the watchdog's when it acted; the other sensors' routine all-clear is not.
+        routine = event.kind == "sensor" and event.name not in self.settle_sensors \
+            and not text.startswith("dead runs handled")
+        if self._last_skip.get(event.name) != text and not routine and not self.quiet_skips(event.name, text):
             self.say(f"{event.name}: {text}")
         self._last_skip[event.name] = text
 

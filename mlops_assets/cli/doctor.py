@@ -111,12 +111,22 @@ class Doctor:
     def aliases(self) -> list[Finding]:
         from mlops_assets.state import champion_of_record
 
+        from mlops_assets.resources.promotions import pending_intent
+
         record = champion_of_record(self.instance, self.pipeline)
         alias = self.registry.champion(self.model)
         out = []
         if alias is None and record is None:
             return [Finding("aliases", "info", "champion", "no champion yet")]
-        if alias is not None and alias.version != record:
+        intent = pending_intent(self.registry, self.model)
+        if intent is not None and (alias.version if alias else None) != record:
+            state = "in progress" if self._alive(intent.run_id) else "half done"
+            out.append(Finding("aliases", "error" if state == "half done" else "info", "champion",
+                               f"the alias is at v{alias.version if alias else '-'} but the pipeline records "
+                               f"v{record or '-'}: a {intent.kind} to v{intent.to_version} is {state}",
+                               fix="finish or undo the promotion first, then record the champion"
+                               if state == "half done" else None))
+        elif alias is not None and alias.version != record:
             tags = alias.tags
             completed = (tags.get("approval") in PROMOTABLE and tags.get("gate_passed") == "true"
                          and tags.get("promoted_by_run") and not self._alive(tags.get("promoted_by_run"))
@@ -286,7 +296,7 @@ class Doctor:
         record = champion_of_record(self.instance, self.pipeline)
         alias = self.registry.champion(self.model)
         for finding in self.aliases():
-            if finding.subject != "champion" or finding.fix is None:
+            if finding.subject != "champion" or not (finding.fix or "").startswith(("record the", "set the alias")):
                 continue
             if alias is None and record is not None:
                 self.registry.set_alias(self.model, "champion", record)

@@ -87,8 +87,8 @@ def _interrupt(signum, frame):
 
 
 def _routine_skip(name: str, text: str) -> bool:
-    """Skips not worth a line: no new files, and the watchdog's routine all-clear."""
-    return text.startswith(("no new files", "no dead runs"))
+    """Skips not worth a line: an empty landing folder, again."""
+    return text.startswith("no new files")
 
 
 def _report(auto, say) -> int:

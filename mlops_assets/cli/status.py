@@ -110,8 +110,8 @@ def collect_status(target, instance) -> dict:
                            "launched_by": run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name")
                            or run.tags.get("mlops/requested_by") or "manual",
                            "created": _when(record_.create_timestamp.timestamp())})
-    automation = [pipeline.sensor(w) for w in ("new_data", "retrain", "run_failure", "dead_runs")]
-    automation += [pipeline.schedule(w) for w in ("batch_inference", "drift_check", "performance")]
+    defs = target.build_defs()
+    automation = [s.name for s in defs.sensors or []] + [s.name for s in defs.schedules or []]
     return {
         "pipeline": pipeline.name, "spec": str(target.path), "dagster_home": str(instance.root_directory),
         "champion": {"of_record": record, "alias": alias, "agree": record == alias},
