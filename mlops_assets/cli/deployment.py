@@ -258,6 +258,7 @@ def run_failure_detail(instance, run_id: str, gate_step: str = "evaluation_repor
         if event and event.event_type == dg.DagsterEventType.STEP_FAILURE:
             failed_steps.append(record.step_key or "")
         text = error.message if error is not None else record.message
+        text = (text or "").replace("dagster._core.definitions.events.Failure: ", "")   # the stage's own words
         if text:
             messages.append(f"{record.step_key + ': ' if record.step_key else ''}{text.strip()}")
     gate = bool(failed_steps) and all(gate_step in s for s in failed_steps)
@@ -303,6 +304,12 @@ class Automation:
             self.instigators[remote.name] = ("sensor", remote)
         for remote in self.repo.get_schedules():
             self.instigators[remote.name] = ("schedule", remote)
+        import dagster as dg
+
+        # Runs an earlier session left queued or running count as in flight too.
+        for run in self.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus(s) for s in IN_FLIGHT])):
+            if run.job_name in self.jobs:
+                self._runs[run.run_id] = run.status.value
         return self
 
     def __exit__(self, *exc) -> None:
@@ -369,8 +376,11 @@ class Automation:
                 event = TickEvent(name, kind, tick.status.value, tick.timestamp, list(tick.run_ids), text or "")
                 self._ticks.setdefault(name, []).append(event)
                 self._report_tick(event)
-        records = self.instance.get_run_records(dg.RunsFilter(
-            created_after=dt.datetime.fromtimestamp(self.since, dt.UTC)), limit=500)
+        records = list(self.instance.get_run_records(dg.RunsFilter(
+            created_after=dt.datetime.fromtimestamp(self.since, dt.UTC)), limit=500))
+        older = [r for r in self.in_flight() if r not in {rec.dagster_run.run_id for rec in records}]
+        if older:
+            records += self.instance.get_run_records(dg.RunsFilter(run_ids=older))
         for record in sorted(records, key=lambda r: r.create_timestamp):
             run = record.dagster_run
             if run.job_name not in self.jobs:

@@ -79,6 +79,7 @@ def cmd_run(args) -> int:
         instance.dispose()
     if code == 0:
         _champion_line(target, instance_home=home, say=say)
+    say(f"the UI on this history: DAGSTER_HOME={home} dagster dev -w {deployment.workspace_file}")
     return code
 
 
