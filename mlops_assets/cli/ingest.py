@@ -87,10 +87,13 @@ def cmd_ingest(args) -> int:
 
     target = load_target(pipeline_arg)
     source = target.spec.source
-    if source.asset_key is not None or source.path.startswith("s3://"):
-        where = "an upstream asset" if source.asset_key is not None else source.path
-        print(f"mlops-assets ingest: the pipeline's source is {where}; land files there (e.g. `aws s3 cp`) and "
-              "let `mlops-assets run` take them")
+    if source.asset_key is not None:
+        print(f"mlops-assets ingest: the pipeline's source is the upstream asset {'/'.join(source.asset_key)}: "
+              "materialize it; the new-data sensor takes each materialization (`mlops-assets run`)")
+        return 2
+    if source.path.startswith("s3://"):
+        print(f"mlops-assets ingest: the pipeline's source is {source.path}: copy the file there (e.g. `aws s3 cp`) "
+              "and let the new-data sensor take it (`mlops-assets run`)")
         return 2
     file = Path(file_arg).expanduser().resolve()
     if not file.is_file():
