@@ -130,6 +130,14 @@ class SourceSpec(_Strict):
             raise ValueError("set exactly one of 'path' or 'asset_key'")
         if self.asset_key is not None and not self.asset_key:
             raise ValueError("'asset_key' must have at least one part")
+        if self.complete_within_seconds < self.settle_seconds:
+            raise ValueError(f"complete_within_seconds ({self.complete_within_seconds:g}) must be at least "
+                             f"settle_seconds ({self.settle_seconds:g}): a file settles before it can be complete")
+        if self.asset_key is not None:
+            set_for_files = [f for f in ("require_success_marker", "allow_symlinks", "on_change")
+                             if f in self.model_fields_set]
+            if set_for_files:
+                raise ValueError(f"{set_for_files} apply to files in source.path, not to an upstream asset")
         return self
 
 

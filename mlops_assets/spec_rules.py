@@ -298,8 +298,8 @@ def pipeline_problems(spec: PipelineSpec) -> list[Problem]:
 def _release_problems(spec: PipelineSpec) -> list[Problem]:
     """A shadow or canary release is judged on delayed labels: without them it could only time out."""
     if spec.release.mode != "none" and spec.ground_truth is None:
-        return [(("release", "mode"), f"'{spec.release.mode}' needs ground_truth: the release rule compares the "
-                                      "two models on delayed labels")]
+        why = f"'{spec.release.mode}' needs ground_truth: the release rule compares the two models on delayed labels"
+        return [(("release", "mode"), why)]
     return []
 
 

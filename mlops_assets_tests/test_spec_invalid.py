@@ -337,3 +337,18 @@ def test_a_release_without_delayed_labels_is_refused(tmp_path):
     data["features"][0]["name"] = "arm"
     with pytest.raises(SpecError, match="'arm' is reserved: it is the canary predictions' arm column"):
         PipelineSpec.from_dict(data)
+
+
+def test_source_options_that_cannot_apply_are_refused(tmp_path):
+    import pytest
+
+    from mlops_assets.spec import PipelineSpec, SpecError
+    from mlops_assets_tests.conftest import small_spec
+
+    data = small_spec(tmp_path).model_dump(mode="json")
+    data["source"].update(settle_seconds=60, complete_within_seconds=10)
+    with pytest.raises(SpecError, match=r"source: .*complete_within_seconds \(10\) must be at least settle_seconds"):
+        PipelineSpec.from_dict(data)
+    data["source"] = {"asset_key": ["crm", "snapshot"], "on_change": "reingest"}
+    with pytest.raises(SpecError, match=r"\['on_change'\] apply to files in source.path, not to an upstream asset"):
+        PipelineSpec.from_dict(data)

@@ -29,11 +29,19 @@ def pending_intent(registry, model_name: str) -> PromotionIntent | None:
     return PromotionIntent.from_json(raw) if raw else None
 
 
+def _tag_version_and_run(registry, model_name: str, version: str, tags: dict) -> None:
+    """The version's tags, mirrored on the MLflow run that logged it (people read either)."""
+    registry.set_tags(model_name, version, tags)
+    run_id = registry.get_version(model_name, version).run_id
+    if run_id:
+        registry.set_run_tags(run_id, tags)
+
+
 def _apply(registry, model_name: str, intent: PromotionIntent) -> None:
-    registry.set_tags(model_name, intent.to_version, target_tags(intent))
+    _tag_version_and_run(registry, model_name, intent.to_version, target_tags(intent))
     left = left_tags(intent)
     if left:
-        registry.set_tags(model_name, intent.from_version, left)
+        _tag_version_and_run(registry, model_name, intent.from_version, left)
     registry.set_alias(model_name, CHAMPION, intent.to_version)
     challenger = registry.version_by_alias(model_name, CHALLENGER)
     if challenger is not None and challenger.version == intent.to_version:

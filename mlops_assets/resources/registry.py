@@ -154,11 +154,13 @@ class MLflowRegistry(dg.ConfigurableResource):
             return redact_uri(self.tracking_uri).rstrip("/")
         return "http://127.0.0.1:5000"
 
+    # `?workflowType=machine_learning`: MLflow 3.17 opens the Model training view only when the
+    # link asks for it (its experiment tag does not choose the view; a browser default is GenAI).
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{self._ui()}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{self._ui()}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
     def version_url(self, model_name: str, version: str) -> str:
-        return f"{self._ui()}/#/models/{model_name}/versions/{version}"
+        return f"{self._ui()}/#/models/{model_name}/versions/{version}?workflowType=machine_learning"
 
     def experiment_of(self, run_id: str) -> str:
         return self._call(f"get run {run_id}", lambda: self.client().get_run(run_id).info.experiment_id)
@@ -295,9 +297,11 @@ class MLflowRegistry(dg.ConfigurableResource):
             owner = info.tags.get("dagster_run_id")
             if judged or (owner is not None and is_alive(owner)):
                 continue
-            self.set_tags(model_name, info.version, {"approval": "abandoned",
-                                                     "abandoned_reason": f"its Dagster run {owner} ended before "
-                                                                         "the gate judged it"})
+            tags = {"approval": "abandoned", "abandoned_reason": f"its Dagster run {owner} ended before the gate "
+                                                                 "judged it"}
+            self.set_tags(model_name, info.version, tags)
+            if info.run_id:
+                self.set_run_tags(info.run_id, tags)
             abandoned.append(info.version)
         return {"promotion": [recovered] if recovered else [], "abandoned": abandoned,
                 "orphaned_runs": self.fail_orphaned_runs(model_name, is_alive)}
@@ -338,7 +342,8 @@ class MLflowRegistry(dg.ConfigurableResource):
                 Path(location).mkdir(parents=True, exist_ok=True)
                 location = Path(location).resolve().as_uri()
         try:
-            # The model-training view (not MLflow's GenAI default) for this experiment.
+            # Declares the experiment a model-training one; MLflow 3.17's UI still chooses its view
+            # from the link (see run_url), so both are set.
             return client.create_experiment(name, artifact_location=location,
                                             tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # created concurrently by another run

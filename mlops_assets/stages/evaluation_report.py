@@ -25,7 +25,6 @@ from mlops_assets.signals import (
 )
 from mlops_assets.stages.base import stage_asset, upstream_materialization
 from mlops_assets.stages.metadata import (
-    markdown_table,
     metrics_table,
     mlflow_artifact_url,
     model_training_view,
@@ -100,7 +99,7 @@ def edge_report(bundle_dir) -> dict:
         "verdict": v.decision.message()}
         for v in found.values()]
     return {"summary": rows, "metadata": {
-        "edge_variants": dg.MetadataValue.md(markdown_table(rows)),
+        "edge_variants": table(rows),
         "edge_shipped": ", ".join(n for n, v in found.items() if v.shipped) or "none",
     }}
 

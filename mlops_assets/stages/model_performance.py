@@ -50,7 +50,7 @@ from mlops_assets.signals import (
 from mlops_assets.sources.labels import read_label_files
 from mlops_assets.stages.base import champion_version, stage_asset
 from mlops_assets.stages.batch_predictions import shadow_predictions_path, shadow_predictions_prefix
-from mlops_assets.stages.metadata import markdown_table
+from mlops_assets.stages.metadata import table
 from mlops_assets.state import evaluation_of, release_of_record, value
 
 
@@ -65,7 +65,7 @@ def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         champion = champion_version(context, pipeline)
         release = release_of_record(context.instance, pipeline)
         release = release if release is not None and release.active else None
-        labels = read_label_files(gt.path)
+        labels = read_label_files(gt.path, spec.limits)
         prefix = pipeline.layout.predictions_prefix()
         pred_files = [p for p in res.storage.list(prefix) if p.endswith(".parquet")]
         # Diagonal: canary tables carry an `arm` column the others do not.
@@ -151,10 +151,10 @@ def release_metadata(release: Release, decision: ReleaseDecision, arms: ArmCompa
     }
     if arms is not None:
         metadata[RELEASE_ARMS] = dg.MetadataValue.json(arms.to_dict())
-        metadata["release_arms_table"] = dg.MetadataValue.md(markdown_table(arms.rows()))
+        metadata["release_arms_table"] = table(arms.rows())
     if by_day is not None and by_day.height:
         shown = by_day.sort(DAY).tail(28).with_columns(pl.col(DAY).cast(pl.String)).to_dicts()
-        metadata["release_daily"] = dg.MetadataValue.md(markdown_table(shown))
+        metadata["release_daily"] = table(shown)
     return metadata
 
 
@@ -173,6 +173,6 @@ def performance_metadata(signal, series: pl.DataFrame, joined: pl.DataFrame, cha
         "summary": signal.message,
         RETRAIN_SIGNAL: signal.triggered,
         INPUT_DATA_VERSION: input_version,
-        "daily": dg.MetadataValue.md(markdown_table(shown)),
+        "daily": table(shown),
         "series_uri": dg.MetadataValue.path(uri),
     }

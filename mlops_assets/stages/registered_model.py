@@ -29,7 +29,7 @@ from mlops_assets.signals import (
     RELEASE_VERSION,
 )
 from mlops_assets.stages.base import stage_asset, upstream_materialization
-from mlops_assets.stages.metadata import markdown_table
+from mlops_assets.stages.metadata import table
 from mlops_assets.state import champion_of_record, release_of_record, value
 
 
@@ -151,9 +151,9 @@ def registration_metadata(res, info, previous: str | None, approval: Approval, u
         APPROVAL: approval.value,
         "bootstrap": previous is None,
         "mlflow_version": dg.MetadataValue.url(res.registry.version_url(info.name, info.version)),
-        "tags": dg.MetadataValue.md(markdown_table(
+        "tags": table(
             [{"tag": k, "value": v} for k, v in sorted(info.tags.items())
              if k not in ("gate_message", "bundle_manifest", "rejection_reason")]
-        )),
+        ),
         "registration_uri": dg.MetadataValue.path(uri),
     }

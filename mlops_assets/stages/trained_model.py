@@ -85,7 +85,7 @@ def training_frames(context, pipeline: Pipeline, storage) -> tuple[list[pl.DataF
     frames, rows, delayed = [], {}, 0
     labels = None
     if spec.ground_truth is not None and any(not f.labelled for f in facts):
-        labels = read_label_files(spec.ground_truth.path)
+        labels = read_label_files(spec.ground_truth.path, spec.limits)
     for f in facts:
         if not f.labelled and (labels is None or labels.height == 0):
             continue

@@ -18,7 +18,7 @@ from mlops_assets.core.validation import (
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import ACCEPTED, DATA_VERSION, LABELLED, REJECTED, STATUS
 from mlops_assets.stages.base import stage_asset
-from mlops_assets.stages.metadata import markdown_table, table_schema
+from mlops_assets.stages.metadata import column_descriptions, table, table_schema
 from mlops_assets.state import champion_of_record
 
 
@@ -87,10 +87,10 @@ def accepted_metadata(features: pl.DataFrame, report: ValidationReport, spec, ur
     metadata = {
         STATUS: ACCEPTED,
         "dagster/row_count": features.height,
-        "dagster/column_schema": table_schema(features),
+        "dagster/column_schema": table_schema(features, column_descriptions(spec)),
         "uri": dg.MetadataValue.path(uri),
         LABELLED: report.labelled,
-        "split": dg.MetadataValue.md(markdown_table([{"split": s, "rows": n} for s, n in split_counts])),
+        "split": table([{"split": s, "rows": n} for s, n in split_counts]),
         DATA_VERSION: version,
     }
     if report.labelled and spec.task == "binary":

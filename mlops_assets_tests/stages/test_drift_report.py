@@ -10,7 +10,8 @@ from mlops_assets_tests.stages.harness import assert_definition
 
 def test_definition(world):
     assert_definition(world, Stage.DRIFT_REPORT, deps=[Stage.VALIDATED_FEATURES, Stage.BATCH_PREDICTIONS],
-                      kinds={"evidently", "polars", "html"}, partitioned=True)
+                      kinds={"evidently", "polars", "html"}, partitioned=True, checks=["drift_signal"],
+                      non_blocking=["drift_signal"])
 
 
 def test_drifted_partition_is_reported_against_the_champion_with_served_predictions(world):

@@ -25,7 +25,7 @@ def test_promotes_the_evaluated_version_alone(evaluated):
     assert result.success
     md = world.metadata(Stage.REGISTERED_MODEL)
     assert md["model_version"] == "1" and md["previous_champion"] == "none" and md["bootstrap"] is True
-    assert md["mlflow_version"] == "http://127.0.0.1:5000/#/models/demo/versions/1"
+    assert md["mlflow_version"] == "http://127.0.0.1:5000/#/models/demo/versions/1?workflowType=machine_learning"
     registry = world.resource("registry")
     champion = registry.champion("demo")
     assert champion.version == "1" and champion.aliases == ["champion"]
