@@ -21,6 +21,23 @@ def test_split_is_deterministic_and_row_stable(spec, loans_day1):
     assert abs(holdout - spec.split.holdout_fraction) < 0.03
 
 
+def test_split_labels_are_the_original_rule(spec):
+    """assign_split builds its labels by code; they are exactly the original np.where strings."""
+    ids = pl.Series("loan_id", np.arange(-5_000, 200_000, 7, dtype=np.int64))
+    u = stable_unit_hash(ids, spec.split.seed)
+    hold, valid = spec.split.holdout_fraction, spec.split.validation_fraction
+    expected = pl.Series("_split", np.where(u < hold, "holdout", np.where(u < hold + valid, "valid", "train")),
+                         dtype=pl.String)
+    got = assign_split(ids, spec)
+    assert got.dtype == pl.String and got.name == "_split"
+    assert got.equals(expected)
+    assert assign_split(ids.head(0), spec).equals(expected.head(0))
+    text_ids = pl.Series("loan_id", [f"c-{i}" for i in range(2_000)])
+    u = stable_unit_hash(text_ids, spec.split.seed)
+    assert assign_split(text_ids, spec).to_list() == np.where(
+        u < hold, "holdout", np.where(u < hold + valid, "valid", "train")).tolist()
+
+
 def test_string_ids_hash_stably():
     ids = pl.Series(["a", "b", "c"])
     assert np.array_equal(stable_unit_hash(ids, 1), stable_unit_hash(ids, 1))
