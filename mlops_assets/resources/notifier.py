@@ -39,6 +39,16 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 logger = logging.getLogger("mlops_assets.alerts")
 
+
+def _ensure_alert_output() -> None:
+    """The log backend is how alerts are delivered, so it must print even where nobody set up
+    logging (Python's last-resort handler prints a bare message). Where logging is configured
+    (Dagster, pytest, the user), alerts go through it unchanged."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s mlops-assets ALERT %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+
 SCHEMES = ("http", "https")
 RETRIED_4XX = (408, 429)   # request timeout, too many requests: the same request may succeed later
 
@@ -88,6 +98,7 @@ class Notifier(dg.ConfigurableResource):
         """Deliver one alert. Returns True when delivered (or logged), False when the webhook failed."""
         fields = {k: str(v) for k, v in (fields or {}).items()}
         line = f"[{kind}] {title}: {text}" + (" " + ", ".join(f"{k}={v}" for k, v in fields.items()) if fields else "")
+        _ensure_alert_output()
         logger.warning(line)
         if self.backend != "webhook":
             return True

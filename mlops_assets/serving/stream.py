@@ -215,7 +215,7 @@ class StreamConsumer:
         if rows:
             bundle, version = self._bundle, self.stats.model_version
             features = self._parser.frame(rows)
-            scored = pl.concat([features, bundle.score_frame(features)], how="horizontal").with_columns(
+            scored = features.hstack(bundle.score_frame(features)).with_columns(
                 pl.lit(version, dtype=pl.String).alias("model_version"),
                 pl.lit(_now(), dtype=pl.Datetime("us", "UTC")).alias("scored_at"),
                 pl.Series(EVENT_ID_COLUMN, row_ids, dtype=pl.String),
