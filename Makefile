@@ -16,13 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The whole story under a real dagster-daemon (own process group, stopped at the end); see docs/quickstart.md.
 demo: install
 	MLOPS_DEMO_DIR=$(DEMO_DIR) $(PY) -m mlops_assets.demo.run
 
+# The UI on the demo's instance: its sensor ticks and sensor/schedule-launched runs are there.
 dev: install
 	mkdir -p $(DEMO_DIR)/dagster_home
-	test -f $(DEMO_DIR)/dagster_home/dagster.yaml || cp dagster.yaml $(DEMO_DIR)/dagster_home/dagster.yaml
-	DAGSTER_HOME=$(DEMO_DIR)/dagster_home MLOPS_DEMO_DIR=$(DEMO_DIR) $(VENV)/bin/dagster dev -w workspace.yaml
+	test -f $(DEMO_DIR)/dagster_home/dagster.yaml || cp mlops_assets/demo/dagster.yaml $(DEMO_DIR)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(DEMO_DIR)/dagster_home MLOPS_DEMO_DIR=$(DEMO_DIR) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+		$(VENV)/bin/dagster dev -w workspace.yaml
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/state/mlflow.db --port 5000

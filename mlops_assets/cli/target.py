@@ -21,8 +21,9 @@ from mlops_assets.spec import PipelineSpec, SpecError
 
 COMPONENT_TYPES = ("mlops_assets.MLOpsPipelineComponent", "mlops_assets.component.MLOpsPipelineComponent")
 
-# The embedded default instance (as mlops_assets/demo/dagster.yaml): SQLite under DAGSTER_HOME,
-# at most 4 runs at once, one training step at a time (the mlops_training pool).
+# The embedded default instance (as mlops_assets/demo/dagster.yaml, with the asset daemon): SQLite
+# under DAGSTER_HOME, runs queued for a daemon, at most 4 at once, one training step at a time
+# (the mlops_training pool).
 DEFAULT_DAGSTER_YAML = """\
 # Embedded default instance written by `mlops-assets`: SQLite files under $DAGSTER_HOME.
 # Production (PostgreSQL, queued runs, S3 compute logs): see deploy/dagster.yaml.
@@ -30,6 +31,12 @@ storage:
   sqlite:
     base_dir:
       env: DAGSTER_HOME
+# Runs queue for a daemon, which looks at the queue every second.
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 concurrency:
   runs:
     max_concurrent_runs: 4

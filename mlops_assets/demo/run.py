@@ -1,8 +1,16 @@
-"""`make demo`: the whole lifecycle, headless, with all state under .demo/.
+"""`make demo`: the whole lifecycle, headless, under a real `dagster-daemon`, state under .demo/.
 
-Day 1 arrives -> all seven assets. Day 2 arrives with drift -> the drift report flags it
--> the drift sensor's run request retrains -> the gate promotes or holds the new
-version -> the batch-inference schedule scores with the champion.
+Day 1 lands -> the new-data sensor bootstraps all seven assets. Day 2 lands with drift -> the
+ingest run's drift report flags it -> the retrain sensor's run retrains -> the gate promotes or
+holds the new version -> the batch-inference schedule, ticked now (its cron is 06:00), scores
+every partition with the champion. Then the daemon group stops. (`mlops-assets run --once`
+also ticks the drift-check schedule; the demo leaves it to its cron to stay within 90 s.)
+
+It goes through what a deployment runs (the machinery of `mlops-assets run`,
+mlops_assets/cli/deployment.py): the daemon evaluates the sensors and launches their runs into
+its code server, so `make dev` afterwards shows the ticks, their skip reasons and runs
+launched by their sensor or schedule. The code location is named like the one workspace.yaml
+loads (`mlops_assets.demo.definitions`), so the UI finds this history under its own sensors.
 """
 
 from __future__ import annotations
@@ -14,20 +22,19 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+LOCATION_NAME = "mlops_assets.demo.definitions"    # as workspace.yaml's python_module names it
+SENSOR_INTERVAL_S = 5                              # the demo's 15 s, shortened while it runs
+DEADLINE_S = 840
+
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    import warnings
+    from mlops_assets.cli.common import quiet_environment, timed_printer
 
-    warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        import dagster as _dg
-
-        warnings.filterwarnings("ignore", category=_dg.BetaWarning)
-        warnings.filterwarnings("ignore", category=_dg.PreviewWarning)
-    except AttributeError:
-        pass
+    quiet_environment()
+    say = timed_printer(started)
     from mlops_assets.demo import demo_dir
 
     root = demo_dir()
@@ -36,81 +43,67 @@ def main(argv: list[str] | None = None) -> int:
     home = root / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("MLOPS_DEMO_DIR", str(root))
 
-    import dagster as dg
-
-    from mlops_assets.automation.inline import InlineAutomation
-    from mlops_assets.definitions import build_mlops_defs
+    from mlops_assets.cli.deployment import Automation, Deployment, DeploymentError
+    from mlops_assets.cli.target import open_instance
     from mlops_assets.demo import demo_spec
     from mlops_assets.demo.data import write_day
     from mlops_assets.demo.summary import print_summary
     from mlops_assets.pipeline import Pipeline
 
     spec = demo_spec(root)
-    names = Pipeline(spec)
-    defs = build_mlops_defs(spec)
+    spec_file = root / "demo_spec.yaml"      # the spec the code location loads: demo_spec(root) as YAML
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    pipeline = Pipeline(spec)
     landing = Path(spec.source.path)
-    say = _printer(started)
-
-    with dg.DagsterInstance.get() as instance:
-        auto = InlineAutomation(defs, instance, log_level="WARNING")
-        day1 = write_day(landing, dt.date(2026, 1, 1), n_rows=20_000, seed=7, day_index=0)
-        _settle(landing, spec.source.settle_seconds)
-        say(f"day 1 arrived: {day1.name}")
-        tick = auto.tick_sensor(names.sensor("new_data"))
-        _require(tick, "new-data sensor (day 1)")
-        say(f"new-data sensor -> bootstrap run {tick.run_ids}: all seven assets materialized")
-
-        day2 = write_day(landing, dt.date(2026, 1, 2), n_rows=20_000, seed=7, drift=0.9, day_index=1)
-        _settle(landing, spec.source.settle_seconds)
-        say(f"day 2 arrived with drift: {day2.name}")
-        tick = auto.tick_sensor(names.sensor("new_data"))
-        _require(tick, "new-data sensor (day 2)")
-        say(f"new-data sensor -> ingest run {tick.run_ids}: validated, scored, drift checked")
-
-        tick = auto.tick_sensor(names.sensor("retrain"))
-        if not tick.launched:
-            say(f"drift sensor: {tick.skip_reason}")
-        else:
-            _require(tick, "drift retrain sensor", allow_gate_failure=True)
-            say(f"drift sensor -> retrain run {tick.run_ids}")
-        again = auto.tick_sensor(names.sensor("retrain"))
-        say(f"drift sensor again: {again.skip_reason or 'launched'} (never twice for the same data)")
-
-        tick = auto.tick_schedule(names.schedule("batch_inference"))
-        _require(tick, "batch inference schedule", allow_empty=True)
-        say(f"batch-inference schedule -> {len(tick.launched)} partition(s) scored by the champion")
-
-        print_summary(spec, instance, defs, root, time.perf_counter() - started)
+    instance = open_instance(home)
+    deployment = Deployment(spec_file, spec.name, home, root / "automation", location_name=LOCATION_NAME,
+                            overrides={"automation.sensor_interval_seconds": SENSOR_INTERVAL_S})
+    deadline = time.monotonic() + DEADLINE_S
+    say(f"demo pipeline {spec.name!r} under {root}")
+    day1 = write_day(landing, dt.date(2026, 1, 1), n_rows=20_000, seed=7, day_index=0)
+    say(f"day 1 landed: {day1.name}")
+    try:
+        deployment.start()
+        with Automation(deployment, instance, pipeline, say=say, width=92, quiet_skips=_routine) as auto:
+            auto.switch_on()
+            say(f"dagster-daemon up, sensors and schedules on (logs: {_short(deployment.logs, root)})")
+            auto.wait_first_run(deadline)          # the bootstrap, once the new-data sensor took day 1
+            auto.wait_runs(deadline)
+            day2 = write_day(landing, dt.date(2026, 1, 2), n_rows=20_000, seed=7, drift=0.9, day_index=1)
+            say(f"day 2 landed, drifted: {day2.name}")
+            auto.settle(deadline)                  # ingest -> drift -> retrain, until the sensors are quiet
+            auto.tick_schedule_now(pipeline.schedule("batch_inference"), requested_by="make demo")
+            auto.wait_runs(deadline)
+            failed = [o for o in auto.outcomes.values() if not o.ok]
+    except (DeploymentError, TimeoutError) as exc:
+        say(f"demo failed: {exc}")
+        say(f"daemon group stopped ({deployment.stop()}); logs in {deployment.logs}")
+        return 1
+    deployment.begin_stop()                        # SIGTERM now; the summary reads the stores meanwhile
+    try:
+        print_summary(spec, instance, root, time.perf_counter() - started,
+                      stopped=lambda: f"daemon group stopped ({deployment.stop()})")
+    finally:
+        instance.dispose()
+    if failed:
+        print(f"demo: {len(failed)} run(s) failed: " + "; ".join(f"{o.job_name} {o.run_id[:8]}" for o in failed))
+        return 1
     return 0
 
 
-def _settle(landing: Path, seconds: float) -> None:
-    time.sleep(seconds + 0.1)   # the sensor only takes files whose size/mtime have settled
+def _routine(name: str, text: str) -> bool:
+    """Skip reasons not worth a line of the demo: only the retrain sensor's and the schedules' say
+    something about the story."""
+    return not name.endswith(("_retrain_sensor", "_schedule")) or text.startswith("no new files")
 
 
-def _require(tick, what: str, allow_gate_failure: bool = False, allow_empty: bool = False) -> None:
-    if not tick.launched and not allow_empty:
-        raise SystemExit(f"demo: {what} launched no run ({tick.skip_reason})")
-    for result in tick.launched:
-        if result.success:
-            continue
-        failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        gate_only = failed and all(e.step_key and "evaluation_report" in e.step_key for e in failed)
-        if allow_gate_failure and gate_only:
-            continue
-        details = "\n".join(str(e.event_specific_data.error.message)[:2000] for e in failed
-                            if getattr(e.event_specific_data, "error", None))
-        raise SystemExit(f"demo: {what} run {result.run_id} failed:\n{details}")
-
-
-def _printer(started: float):
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
-
-    return say
+def _short(path: Path, root: Path) -> str:
+    try:
+        return f".demo/{path.relative_to(root)}" if root.name == ".demo" else str(path)
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

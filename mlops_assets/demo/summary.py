@@ -1,4 +1,4 @@
-"""The short summary `make demo` prints at the end."""
+"""The short summary `make demo` prints at the end: one screen, read from the recorded state."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.pipeline import LIFECYCLE, Pipeline
+from mlops_assets.definitions import default_registry
+from mlops_assets.pipeline import LIFECYCLE, Pipeline, Stage
 
 
 def _md(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
@@ -16,38 +17,52 @@ def _md(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def print_summary(spec, instance: dg.DagsterInstance, defs: dg.Definitions, root: Path, seconds: float) -> None:
+def _f(value, fmt: str = ".4f") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+
+def print_summary(spec, instance: dg.DagsterInstance, root: Path, seconds: float, registry=None,
+                  stopped=None) -> None:
+    """`stopped()` (optional) waits for the daemon group to stop and says how; printed last but one."""
+    import time
+
+    started = time.perf_counter()
     names = Pipeline(spec)
-    registry = defs.resources[names.registry_key]
+    registry = registry or default_registry(spec)
     print("\n=== mlops-assets demo summary ===")
-    counts = {}
-    for stage in LIFECYCLE:
-        found = instance.fetch_materializations(names.key(stage), limit=1000)
-        counts[stage.value] = len(found.records)
+    counts = {s.value: len(instance.fetch_materializations(names.key(s), limit=1000).records) for s in LIFECYCLE}
     print("materializations: " + ", ".join(f"{s}={n}" for s, n in counts.items()))
     print(f"model '{names.model_name}' versions:")
     for v in registry.list_versions(names.model_name):
         alias = f" @{','.join(v.aliases)}" if v.aliases else ""
         print(f"  v{v.version}{alias}: approval={v.tags.get('approval')} "
-              f"data_version={v.tags.get('data_version')} gate={v.tags.get('gate_message', '-')[:120]}")
-    ev = _md(instance, names.key("evaluation_report"))
+              f"data_version={v.tags.get('data_version')} gate={v.tags.get('gate_message', '-')[:60]}")
+    ev = _md(instance, names.key(Stage.EVALUATION_REPORT))
     if ev:
         print(f"last evaluation (v{ev.get('model_version')} vs champion {ev.get('champion_version')}): "
-              f"roc_auc={ev.get('holdout_roc_auc', float('nan')):.4f} "
-              f"log_loss={ev.get('holdout_log_loss', float('nan')):.4f} "
-              f"onnx_parity_max_abs_diff={ev.get('onnx_parity_max_abs_diff', float('nan')):.2e} "
-              f"gate_passed={ev.get('gate_passed')}")
-    drift_events = instance.fetch_materializations(names.key("drift_report"), limit=10)
-    for record in reversed(drift_events.records):
-        md = record.asset_materialization.metadata
-        print(f"drift {record.asset_materialization.partition}: share={md['drift_share'].value:.2f} "
-              f"dataset_drift={md['dataset_drift'].value} drifted={md['drifted_features'].value}")
-        if "evidently_html" in md:
-            print(f"  evidently report: {md['evidently_html'].value}")
-    preds = _md(instance, names.key("batch_predictions"))
+              f"roc_auc={_f(ev.get('holdout_roc_auc'))} log_loss={_f(ev.get('holdout_log_loss'))} "
+              f"onnx_parity={_f(ev.get('onnx_parity_max_abs_diff'), '.1e')} gate_passed={ev.get('gate_passed')}")
+    latest: dict[str, dg.AssetMaterialization] = {}
+    for record in instance.fetch_materializations(names.key(Stage.DRIFT_REPORT), limit=50, ascending=True).records:
+        latest[record.asset_materialization.partition] = record.asset_materialization
+    for partition, m in latest.items():
+        md = m.metadata
+        print(f"drift {partition} vs v{_v(md, 'champion_version')}: share={_v(md, 'drift_share', 0.0):.2f} "
+              f"dataset_drift={_v(md, 'dataset_drift')} retrain_signal={_v(md, 'retrain_signal')}")
+    html = next((m.metadata["evidently_html"].value for m in latest.values() if "evidently_html" in m.metadata), None)
+    if html:
+        print(f"  evidently report: {html}")
+    preds = _md(instance, names.key(Stage.BATCH_PREDICTIONS))
     if preds:
         print(f"batch predictions: {preds.get('dagster/row_count')} rows scored by v{preds.get('model_version')} "
               f"-> {preds.get('uri')}")
-    print(f"state: {root}  (Dagster home, MLflow store, artifacts)")
-    print("look around: `make dev` (Dagster UI), `make mlflow-ui` (MLflow)")
-    print(f"demo finished in {seconds:.1f}s")
+    print(f"state: {root}  (Dagster home, MLflow store, artifacts, daemon logs)")
+    print("look around: `make dev` (Dagster UI: sensor ticks, runs, timeline), `make mlflow-ui` (MLflow)")
+    if stopped is not None:
+        print(stopped())
+    print(f"demo finished in {seconds + time.perf_counter() - started:.1f}s")
+
+
+def _v(metadata: dict, key: str, default=None):
+    entry = metadata.get(key)
+    return default if entry is None else entry.value
