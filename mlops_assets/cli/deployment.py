@@ -54,7 +54,7 @@ defs = pipeline_defs({target!r}, executor={executor!r}, overrides={overrides!r})
 
 REQUESTED_BY_TAG = "mlops/requested_by"
 STOP_GRACE_S = 30.0
-POLL_S = 0.5
+POLL_S = 1.0
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 

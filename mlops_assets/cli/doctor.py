@@ -109,9 +109,8 @@ class Doctor:
                         fix=f"{action} it (target approval: {approval}), then record the champion")]
 
     def aliases(self) -> list[Finding]:
-        from mlops_assets.state import champion_of_record
-
         from mlops_assets.resources.promotions import pending_intent
+        from mlops_assets.state import champion_of_record
 
         record = champion_of_record(self.instance, self.pipeline)
         alias = self.registry.champion(self.model)

@@ -42,10 +42,14 @@ def with_overrides(spec: PipelineSpec, overrides: dict[str, Any] | None) -> Pipe
 def pipeline_defs(target: str, *, executor: str = "in_process", overrides: dict[str, Any] | None = None
                   ) -> dg.Definitions:
     """The definitions of the pipeline in `target` (a spec YAML or a defs.yaml) for `run`."""
+    import warnings
     from dataclasses import replace
 
     from mlops_assets.cli.target import load_target
 
+    # Dagster itself re-creates multi-job sensors with `owners=None` when it resolves their jobs,
+    # which warns that `owners` is a beta parameter; nobody here passed it.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning, message="Parameter `owners` of initializer")
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     loaded = load_target(target)

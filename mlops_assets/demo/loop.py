@@ -440,8 +440,9 @@ class LoopEngine:
         if dead.is_finished:
             self.log(f"    the run {run_id[:8]} ended ({dead.status.value}) before it could be killed")
             return run_id
-        _report_dead_like_the_watchdog(self.instance, dead)
-        self.log(f"    SIGKILLed run {run_id[:8]} during training; failed it as the watchdog does")
+        held = _report_dead_like_the_watchdog(self.instance, dead)
+        self.log(f"    SIGKILLed run {run_id[:8]} during training; failed it as the watchdog does"
+                 + (" and freed its pool slot" if held else ""))
         return run_id
 
 
@@ -472,17 +473,20 @@ def _training_started(instance, run_id: str) -> bool:
     return started_at is not None and time.time() - started_at > 1.0
 
 
-def _report_dead_like_the_watchdog(instance, run) -> None:
+def _report_dead_like_the_watchdog(instance, run) -> bool:
     """What automation/watchdog.py does to a run whose worker is gone: free its pool slots and
     fail it with UNEXPECTED_TERMINATION (the reason run retries retry). Private Dagster API, as
-    there."""
+    there. Returns whether the run held or awaited pool slots."""
     from dagster._core.events import JobFailureData, RunFailureReason
 
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    storage = instance.event_log_storage
+    held = storage.supports_global_concurrency_limits and run.run_id in storage.get_concurrency_run_ids()
+    if storage.supports_global_concurrency_limits:
+        storage.free_concurrency_slots_for_run(run.run_id)
     instance.report_run_failed(run, "its run worker was SIGKILLed (scenario); failed as the dead-run watchdog "
                                     "fails it", JobFailureData(error=None,
                                                                failure_reason=RunFailureReason.UNEXPECTED_TERMINATION))
+    return held
 
 
 # -- the metrics, from recorded state -------------------------------------------------------------
