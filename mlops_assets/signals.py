@@ -42,6 +42,7 @@ PARTITION_KEY_TAG = "dagster/partition"
 # -- the retrain loop --------------------------------------------------------------------
 TRAINING_SET = "training_set"              # identity of the data + recipe a model was trained on
 DELAYED_LABEL_ROWS = "delayed_label_rows"  # training rows labelled by ground-truth files
+LATE_LABELLED_PARTITIONS = "late_labelled_partitions"  # {partition: rows} those rows came from
 ROLLED_BACK_FROM = "rolled_back_from"      # registered_model after a rollback: the version left
 TRAINING_SET_TAG = "mlops/training_set"
 DECISION_TAG = "mlops/decision"

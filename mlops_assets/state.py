@@ -24,6 +24,7 @@ from mlops_assets.signals import (
     CHAMPION_VERSION,
     DATA_VERSION,
     DELAYED_LABEL_ROWS,
+    LATE_LABELLED_PARTITIONS,
     INPUT_DATA_VERSION,
     LABELLED,
     LABELLED_ROWS,
@@ -141,7 +142,8 @@ def version_records(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[Ve
         records.append(VersionRecord(
             version=str(version),
             training_set=TrainingSet(str(identity), {str(k): int(v) for k, v in rows.items()},
-                                     int(value(m, DELAYED_LABEL_ROWS, 0) or 0)),
+                                     int(value(m, DELAYED_LABEL_ROWS, 0) or 0),
+                                     frozenset(str(k) for k in (value(m, LATE_LABELLED_PARTITIONS) or {}))),
             approval=approvals.get(str(version)),
             rolled_back=rolled_back.get(str(version), False),
             release=releases.get(str(version)),

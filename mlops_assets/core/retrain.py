@@ -37,6 +37,7 @@ class TrainingSet:
     identity: str
     rows_by_partition: Mapping[str, int]      # labelled rows each partition contributes
     delayed_label_rows: int = 0               # rows labelled later by ground-truth files
+    late_labelled: frozenset[str] = frozenset()   # unlabelled partitions those rows came from
 
     @property
     def rows(self) -> int:
@@ -44,7 +45,8 @@ class TrainingSet:
 
     @property
     def partitions(self) -> frozenset[str]:
-        return frozenset(self.rows_by_partition)
+        """Every partition the set learns from, labelled on arrival or later."""
+        return frozenset(self.rows_by_partition) | self.late_labelled
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,15 @@ def _sort_signals(champion: VersionRecord, signals: list[Signal], policy: Retrai
     return counted, ignored
 
 
+def _new_rows(candidate: TrainingSet, champion: VersionRecord, rolled_back: list[VersionRecord]) -> int:
+    """Labelled rows no model was built from: not the champion's, and not a rolled-back
+    version's either (after a rollback, the data behind the rolled-back model is not news)."""
+    learned = [champion, *rolled_back]
+    seen = frozenset().union(*(v.training_set.partitions for v in learned))
+    rows = sum(n for p, n in candidate.rows_by_partition.items() if p not in seen)
+    return rows + max(0, candidate.delayed_label_rows - max(v.training_set.delayed_label_rows for v in learned))
+
+
 def _same_set_as_a_judged_version(versions: list[VersionRecord], identity: str) -> str | None:
     for record in sorted(versions, key=lambda v: int(v.version), reverse=True):
         if record.training_set.identity != identity:
@@ -250,8 +261,7 @@ def decide_retrain(
                          f"{candidate.rows} labelled rows{unlabelled_note}", ignored)
         if judged:
             return _skip(judged, ignored)
-        new_rows = sum(n for p, n in candidate.rows_by_partition.items() if p not in record.training_set.partitions)
-        new_rows += max(0, candidate.delayed_label_rows - record.training_set.delayed_label_rows)
+        new_rows = _new_rows(candidate, record, [v for v in versions if v.rolled_back])
         needed = max(policy.new_data_min_rows, policy.new_data_min_fraction * record.training_set.rows)
         if counted:
             trigger = counted[0].kind

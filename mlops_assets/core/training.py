@@ -58,7 +58,15 @@ def assemble_training_frame(frames: list[pl.DataFrame], spec: PipelineSpec) -> p
         raise TrainingDataError(
             f"no labelled validated partitions: column '{spec.target}' is absent from every batch"
         )
-    frame = pl.concat(labelled, how="vertical_relaxed")
+    # Partitions labelled late carry the target after the split column; line every frame up
+    # with the first one's column order, and name what differs when the columns themselves do.
+    columns = labelled[0].columns
+    for f in labelled[1:]:
+        if set(f.columns) != set(columns):
+            missing, extra = sorted(set(columns) - set(f.columns)), sorted(set(f.columns) - set(columns))
+            raise TrainingDataError(f"validated partitions disagree on their columns: missing {missing}, "
+                                    f"extra {extra}; re-validate them with the current spec")
+    frame = pl.concat([f.select(columns) for f in labelled], how="vertical_relaxed")
     dup = frame.height - frame[spec.id_column].n_unique()
     if dup:
         # The same id in two files: keep the latest arrival (frames are in arrival order).

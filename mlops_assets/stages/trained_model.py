@@ -25,6 +25,7 @@ from mlops_assets.pipeline import TRAINING_POOL, Pipeline, Stage
 from mlops_assets.resources.registry import CHALLENGER, CandidateRef
 from mlops_assets.signals import (
     DELAYED_LABEL_ROWS,
+    LATE_LABELLED_PARTITIONS,
     MLFLOW_EXPERIMENT_ID,
     MLFLOW_RUN_ID,
     MODEL_VERSION,
@@ -51,7 +52,8 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         repaired = res.registry.sweep(pipeline.model_name, lambda run_id: _alive(context, run_id))
         if any(repaired.values()):
             context.log.warning(f"repaired what killed runs left behind: {repaired}")
-        frames, rows, delayed = training_frames(context, pipeline, res.storage)
+        frames, rows, late = training_frames(context, pipeline, res.storage)
+        delayed = sum(late.values())
         frame = assemble_training_frame(frames, spec)
         context.log.info(f"training {spec.model.trainer} on {frame.height} rows from {len(rows)} partitions"
                          + (f" ({delayed} labelled late)" if delayed else ""))
@@ -70,19 +72,21 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={**training_metadata(pipeline, res, ref, outcome, holdout_uri),
                       TRAINING_SET: identity, TRAINING_PARTITIONS: dg.MetadataValue.json(rows),
-                      DELAYED_LABEL_ROWS: delayed},
+                      DELAYED_LABEL_ROWS: delayed, LATE_LABELLED_PARTITIONS: dg.MetadataValue.json(late)},
             data_version=dg.DataVersion(f"{outcome.data_version}-v{ref.version}"),
         )
 
     return trained_model
 
 
-def training_frames(context, pipeline: Pipeline, storage) -> tuple[list[pl.DataFrame], dict[str, int], int]:
+def training_frames(context, pipeline: Pipeline, storage
+                    ) -> tuple[list[pl.DataFrame], dict[str, int], dict[str, int]]:
     """Every accepted labelled partition, plus unlabelled ones whose rows got labels later
-    (ground-truth files); returns the frames, the rows each partition gave and the late-labelled rows."""
+    (ground-truth files); returns the frames, the rows each labelled partition gave and the rows
+    each late-labelled partition gave (its signals no longer count once it is trained on)."""
     spec = pipeline.spec
     facts = [f for f in partition_facts(context.instance, pipeline) if f.accepted]
-    frames, rows, delayed = [], {}, 0
+    frames, rows, late = [], {}, {}
     labels = None
     if spec.ground_truth is not None and any(not f.labelled for f in facts):
         labels = read_label_files(spec.ground_truth.path, spec.limits)
@@ -92,11 +96,13 @@ def training_frames(context, pipeline: Pipeline, storage) -> tuple[list[pl.DataF
         features = storage.read_parquet(pipeline.layout.features(f.key))
         if not f.labelled:
             features = attach_labels(features, labels, spec)
-            delayed += features.height
+            if features.height == 0:
+                continue
+            late[f.key] = features.height
         else:
             rows[f.key] = features.height
         frames.append(features)
-    return frames, rows, delayed
+    return frames, rows, late
 
 
 def recorded_training_set(context, pipeline: Pipeline) -> str:

@@ -196,3 +196,26 @@ def test_a_version_under_release_is_left_to_the_release_rule():
     ended = VersionRecord("2", DAY12, approval="approved", release="ended")
     d = _decide(versions=[V1, ended], candidate=DAY12, signals=[_drift("d2")])
     assert not d.act and "its release was ended" in d.reason
+
+
+def test_after_a_rollback_the_rolled_back_models_rows_are_not_new_data():
+    # v2 learned d2 and was rolled back to v1; a small d3 must not count d2's 5,000 rows as new.
+    v2 = VersionRecord("2", DAY12, approval="approved", rolled_back=True)
+    small = _set({"d1": 5_000, "d2": 5_000, "d3": 600})
+    d = _decide(versions=[V1, v2], candidate=small)
+    assert not d.act and d.reason.endswith("600 new labelled rows since champion v1 (a retrain needs 1250)")
+    # Enough rows no model learned from are a reason again.
+    enough = _set({"d1": 5_000, "d2": 5_000, "d3": 1_300})
+    d = _decide(versions=[V1, v2], candidate=enough)
+    assert d.act and d.trigger == "new_data" and d.reason.startswith("1300 new labelled rows")
+
+
+def test_a_partition_labelled_late_is_in_the_training_set_it_went_into():
+    late = TrainingSet(training_set_identity({"d1": "dv-d1"}, "r1", labels="l1"), {"d1": 5_000},
+                       delayed_label_rows=800, late_labelled=frozenset({"d2"}))
+    assert late.partitions == {"d1", "d2"} and late.rows == 5_800
+    v2 = VersionRecord("2", late, approval="approved")
+    d = _decide(champion="2", versions=[V1, v2], candidate=late, signals=[_drift("d2", champion="2")],
+                policy=RetrainPolicy(on_new_data=False))
+    assert not d.act
+    assert d.ignored == (("drift:d2:x", "partition d2 is in champion v2's training set"),)

@@ -141,3 +141,19 @@ def test_mlp_trainer_chosen_in_spec_end_to_end(spec, loans_day1, tmp_path):
     assert result.decision.passed, result.decision.message()
     X = out.bundle.encoder.transform(out.holdout)
     assert np.allclose(native_predict("mlp", out.model.native_bytes, X), out.model.predict(X))
+
+
+def test_partitions_labelled_late_line_up_with_labelled_ones(spec, loans_day1):
+    labelled = prepare_features(loans_day1, spec)
+    # attach_labels appends the target after the split column: same columns, another order.
+    late = labelled.select([c for c in labelled.columns if c != spec.target] + [spec.target])
+    assert late.columns != labelled.columns
+    frame = assemble_training_frame([labelled, late.with_columns(pl.col(spec.id_column) + 10**9)], spec)
+    assert frame.columns == labelled.columns and frame.height == 2 * labelled.height
+
+
+def test_partitions_with_other_columns_are_refused_by_name(spec, loans_day1):
+    labelled = prepare_features(loans_day1, spec)
+    other = labelled.drop(spec.feature_names[0]).with_columns(pl.lit(1).alias("surplus"))
+    with pytest.raises(TrainingDataError, match=rf"missing \['{spec.feature_names[0]}'\], extra \['surplus'\]"):
+        assemble_training_frame([labelled, other], spec)

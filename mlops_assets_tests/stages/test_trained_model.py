@@ -5,6 +5,7 @@ import json
 import polars as pl
 
 from mlops_assets.pipeline import TRAINING_POOL, Stage
+from mlops_assets.state import version_records
 from mlops_assets_tests.stages.harness import assert_definition
 
 
@@ -65,3 +66,30 @@ def test_edge_variants_ship_inside_the_bundle_and_are_reported(tmp_path, instanc
 
     shipped = load_variants(world.resource("registry").bundle_dir("demo", "1"))["float32"]
     assert shipped.shipped and shipped.scorer() is not None
+
+
+def test_rows_labelled_late_train_and_their_partition_is_recorded(tmp_path, instance):
+    """A partition that arrived without labels trains once its labels arrive, beside labelled ones
+    (the frames line up whatever their column order), and its name is recorded so its own
+    drift signal no longer counts against the model trained on it."""
+    from mlops_assets_tests.stages.harness import StageWorld
+
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    world = StageWorld(tmp_path, instance, ground_truth={"path": str(labels_dir)})
+    labelled = world.land(day=1, n_rows=3_000)
+    unlabelled = world.land(day=2, n_rows=1_000, seed=2)
+    path = f"{world.spec.source.path}/{unlabelled}"
+    day2 = pl.read_parquet(path)
+    day2.drop(world.spec.target).write_parquet(path)
+    day2.head(700).select(world.spec.id_column, world.spec.target).with_columns(
+        pl.lit("2026-01-05T00:00:00").alias("labelled_at")).write_parquet(labels_dir / "labels_1.parquet")
+    for partition in (labelled, unlabelled):
+        assert world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], partition).success
+
+    assert world.materialize([Stage.TRAINED_MODEL]).success
+    md = world.metadata(Stage.TRAINED_MODEL)
+    assert md["training_partitions"] == {labelled: 3_000}
+    assert md["late_labelled_partitions"] == {unlabelled: 700} and md["delayed_label_rows"] == 700
+    records = {r.version: r for r in version_records(world.instance, world.pipeline)}
+    assert records["1"].training_set.partitions == {labelled, unlabelled}
