@@ -63,7 +63,7 @@ class World:
         self.spec = spec
         self.defs = build_mlops_defs(spec)
         self.sensor_name = names.sensor("new_data")
-        self.sensor = self.defs.get_sensor_def(self.sensor_name)
+        self.sensor = self.defs.resolve_sensor_def(self.sensor_name)
         landing = Path(spec.source.path)
         landing.mkdir(parents=True, exist_ok=True)   # the definitions create it when they load
 
@@ -83,7 +83,7 @@ class World:
         from mlops_assets.definitions import build_mlops_defs
 
         self.defs = build_mlops_defs(self.spec)
-        return self.defs.get_sensor_def(self.sensor_name)
+        return self.defs.resolve_sensor_def(self.sensor_name)
 
     def tick(self, cursor):
         import dagster as dg

@@ -54,7 +54,7 @@ class InlineAutomation:
         """Evaluate one tick as the daemon does (cursor, requested partitions, run keys already
         launched skipped) but execute nothing: the runs it would launch, each with its job and
         final tags, for the caller to execute (`execute`) here or in another process."""
-        sensor = self.defs.get_sensor_def(name)
+        sensor = self.defs.resolve_sensor_def(name)
         # `definitions=` supplies the repository only; the resources the sensor requires (e.g.
         # the S3 client of an s3:// source) are passed explicitly, as the daemon binds them.
         available = self.defs.resources or {}
@@ -99,7 +99,7 @@ class InlineAutomation:
         return self._execute(run.job_name, run.request, run.tags)
 
     def tick_schedule(self, name: str, at: dt.datetime | None = None) -> TickOutcome:
-        schedule = self.defs.get_schedule_def(name)
+        schedule = self.defs.resolve_schedule_def(name)
         context = dg.build_schedule_context(
             instance=self.instance, scheduled_execution_time=at or dt.datetime.now(dt.UTC)
         )

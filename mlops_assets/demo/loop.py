@@ -354,7 +354,7 @@ class LoopEngine:
 
         from mlops_assets.automation.inline import PendingRun
 
-        schedule = self.defs.get_schedule_def(self.pipeline.schedule("performance"))
+        schedule = self.defs.resolve_schedule_def(self.pipeline.schedule("performance"))
         tags = {"dagster/schedule_name": schedule.name}
         result = self.auto.execute(PendingRun(schedule.job_name, dg.RunRequest(tags=tags), tags))
         if not result.success:

@@ -15,7 +15,7 @@ def test_secret_comes_from_env_var_and_stays_out_of_logs(webhook, monkeypatch, c
     names = Pipeline(spec)
     notifier = defs.resources[names.notifier_key]
     assert notifier.backend == "webhook"
-    sensor = defs.get_sensor_def(names.sensor("run_failure"))
+    sensor = defs.resolve_sensor_def(names.sensor("run_failure"))
     caplog.set_level(logging.DEBUG)
     with dg.instance_for_test() as instance:
         @dg.op

@@ -111,7 +111,7 @@ def _tick_with_history(tmp_path, monkeypatch, n_old):
     names = Pipeline(spec)
     defs = build_mlops_defs(spec)
     sensor_name = names.sensor("new_data")
-    sensor = defs.get_sensor_def(sensor_name)
+    sensor = defs.resolve_sensor_def(sensor_name)
     landing = spec.source.path
     os.makedirs(landing, exist_ok=True)     # the definitions created it already
     resources = {k: defs.resources[k] for k in sensor.required_resource_keys}

@@ -21,7 +21,7 @@ def setup(spec):
 
 def _tick(defs, instance, name, cursor=None):
     # The resources the sensor requires (the notifier, an S3 client) are bound as the daemon does.
-    sensor = defs.get_sensor_def(name)
+    sensor = defs.resolve_sensor_def(name)
     resources = {k: v for k, v in (defs.resources or {}).items() if k in sensor.required_resource_keys}
     return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=name,
                                           resources=resources))

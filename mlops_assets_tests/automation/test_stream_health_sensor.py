@@ -28,7 +28,7 @@ def test_alerts_when_events_wait_with_no_consumer_and_when_it_recovers(tmp_path,
                                            "max_idle_seconds": 60})
     defs = build_mlops_defs(spec, notifier=RecordingNotifier(pipeline="demo"))
     name = Pipeline(spec).sensor("stream_health")
-    sensor = defs.get_sensor_def(name)
+    sensor = defs.resolve_sensor_def(name)
     with dg.instance_for_test() as instance:
         def tick(cursor=None):
             return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,

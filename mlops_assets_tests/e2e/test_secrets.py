@@ -102,7 +102,7 @@ def test_no_planted_secret_is_written_anywhere(tmp_path, mlflow_server, webhook,
             run_config={"ops": {f"{names.name}_rollback_champion": {"config": {"reason": "drill"}}}})
         assert not rollback.success
         failed = [instance.get_run_by_id(rollback.run_id)]
-        sensor = defs.get_sensor_def(names.sensor("run_failure"))
+        sensor = defs.resolve_sensor_def(names.sensor("run_failure"))
         records = instance.get_records_for_run(failed[0].run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
         context = dg.build_run_status_sensor_context(
             sensor_name=sensor.name, dagster_event=records[0].event_log_entry.dagster_event,

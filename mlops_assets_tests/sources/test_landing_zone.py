@@ -134,7 +134,7 @@ def test_a_file_that_changes_while_its_run_waits_is_refused_then_run_again(tmp_p
     landing = Path(zone.spec.source.path)
     write_day(landing, dt.date(2026, 1, 1), n_rows=300)
     write_day(landing, dt.date(2026, 1, 2), n_rows=300, day_index=1)
-    sensor = zone.defs.get_sensor_def(zone.sensor)
+    sensor = zone.defs.resolve_sensor_def(zone.sensor)
     context = dg.build_sensor_context(instance=instance, definitions=zone.defs, sensor_name=zone.sensor,
                                       resources={k: zone.defs.resources[k] for k in sensor.required_resource_keys})
     result = sensor(context)
