@@ -30,8 +30,11 @@ dev: install
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/state/mlflow.db --port 5000
 
+# Test files run in parallel, each file on one worker (module fixtures stay shared): most tests wait
+# on real daemons, servers and subprocesses, so three workers keep two cores busy.
+TEST_WORKERS ?= 3
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(PY) -m pytest mlops_assets_tests/core

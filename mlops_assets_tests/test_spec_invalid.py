@@ -332,8 +332,8 @@ def test_a_release_without_delayed_labels_is_refused(tmp_path):
     data["release"] = {"mode": "canary"}
     with pytest.raises(SpecError) as caught:
         PipelineSpec.from_dict(data)
-    assert ("release.mode", "'canary' needs ground_truth: the release rule compares the two models on delayed "
-            "labels") in caught.value.problems
+    assert ("release.mode", ("'canary' needs ground_truth: the release rule compares the two models on delayed "
+                             "labels")) in caught.value.problems
     data["features"][0]["name"] = "arm"
     with pytest.raises(SpecError, match="'arm' is reserved: it is the canary predictions' arm column"):
         PipelineSpec.from_dict(data)

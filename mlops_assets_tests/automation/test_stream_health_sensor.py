@@ -1,4 +1,5 @@
 """The stream-health sensor against a real Redis: alerts once when the consumer stalls, once on recovery."""
+# ruff: noqa: F811  (pytest fixtures imported from stream_fixtures arrive as arguments)
 
 import dagster as dg
 
@@ -6,7 +7,12 @@ from mlops_assets.definitions import build_mlops_defs
 from mlops_assets.pipeline import Pipeline
 from mlops_assets.resources.notifier import Notifier
 from mlops_assets_tests.conftest import small_spec
-from mlops_assets_tests.serving.stream_fixtures import broker, loan_events, redis_server, stream_names  # noqa: F401
+from mlops_assets_tests.serving.stream_fixtures import (  # noqa: F401
+    broker,
+    loan_events,
+    redis_server,
+    stream_names,
+)
 
 
 class RecordingNotifier(Notifier):

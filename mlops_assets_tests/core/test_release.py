@@ -239,7 +239,7 @@ def test_canary_merge_takes_each_row_from_its_arm(scored_pair, tmp_path):
 
 
 def test_canary_merge_refuses_files_of_different_rows(scored_pair, tmp_path):
-    ids, a, b, champion, candidate = scored_pair
+    ids, _a, b, champion, _candidate = scored_pair
     other = tmp_path / "other.parquet"
     predictions(ids[::-1].copy(), b, "4").write_parquet(other)
     out = tmp_path / "out.parquet"

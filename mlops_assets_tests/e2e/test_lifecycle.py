@@ -41,7 +41,7 @@ def _registry(defs, names):
 
 
 def _land_day1(world):
-    spec, names, defs, instance, auto = world
+    spec, names, _defs, _instance, auto = world
     write_day(spec.source.path, dt.date(2026, 1, 1), n_rows=5_000, seed=1, day_index=0)
     tick = auto.tick_sensor(names.sensor("new_data"))
     assert len(tick.launched) == 1 and tick.launched[0].success
@@ -49,7 +49,7 @@ def _land_day1(world):
 
 
 def _land_day2(world):
-    spec, names, defs, instance, auto = world
+    spec, names, _defs, _instance, auto = world
     write_day(spec.source.path, dt.date(2026, 1, 2), n_rows=5_000, seed=1, drift=0.9, day_index=1)
     tick = auto.tick_sensor(names.sensor("new_data"))
     assert len(tick.launched) == 1 and tick.launched[0].success
@@ -66,14 +66,14 @@ def bootstrapped(world):
 def retrained(bootstrapped):
     """Day 1 bootstrapped v1; day 2 drifted and its retrain promoted v2."""
     _land_day2(bootstrapped)
-    spec, names, defs, instance, auto = bootstrapped
+    _spec, names, defs, _instance, auto = bootstrapped
     assert len(auto.tick_sensor(names.sensor("retrain")).launched) == 1
     assert _registry(defs, names).champion(names.model_name).version == "2"
     return bootstrapped
 
 
 def _rollback(world, reason: str):
-    spec, names, defs, instance, auto = world
+    _spec, names, defs, instance, _auto = world
     return defs.resolve_job_def(names.job("rollback")).execute_in_process(
         instance=instance,
         run_config={"ops": {f"{names.name}_rollback_champion": {"config": {"reason": reason}}}},
@@ -81,7 +81,7 @@ def _rollback(world, reason: str):
 
 
 def test_day1_bootstraps_all_seven_assets(world):
-    spec, names, defs, instance, auto = world
+    spec, names, defs, instance, _auto = world
     tick = _land_day1(world)
     for stage in STAGES:
         assert _materialized(instance, names.key(stage)), f"{stage} not materialized"
@@ -146,7 +146,7 @@ def test_day2_drift_triggers_exactly_one_retrain(bootstrapped):
 
 
 def test_batch_schedule_scores_with_the_champion(retrained):
-    spec, names, defs, instance, auto = retrained
+    _spec, names, defs, instance, auto = retrained
     champion = _registry(defs, names).version_by_alias(names.model_name, "champion")
     assert champion.version == "2"
     tick = auto.tick_schedule(names.schedule("batch_inference"))
@@ -181,7 +181,7 @@ def test_bad_schema_is_blocked_and_nothing_downstream_runs(bootstrapped):
 
 
 def test_champion_serves_through_mlflow_pyfunc_like_onnx(bootstrapped):
-    spec, names, defs, instance, auto = bootstrapped
+    spec, names, defs, _instance, _auto = bootstrapped
     registry = _registry(defs, names)
     champion = registry.version_by_alias(names.model_name, "champion")
     bundle = registry.load_bundle(names.model_name, champion.version)
@@ -195,7 +195,7 @@ def test_champion_serves_through_mlflow_pyfunc_like_onnx(bootstrapped):
 
 
 def test_rollback_moves_champion_back_with_reason(retrained):
-    spec, names, defs, instance, auto = retrained
+    _spec, names, defs, instance, _auto = retrained
     registry = _registry(defs, names)
     result = _rollback(retrained, "v2 misprices small loans")
     assert result.success
@@ -213,7 +213,7 @@ def test_rollback_moves_champion_back_with_reason(retrained):
 
 
 def test_after_rollback_schedules_rescore_and_recheck_without_a_retrain_loop(retrained):
-    spec, names, defs, instance, auto = retrained
+    _spec, names, defs, _instance, auto = retrained
     assert len(auto.tick_schedule(names.schedule("batch_inference")).launched) == 2   # both scored by v2
     assert len(auto.tick_schedule(names.schedule("drift_check")).launched) == 2       # both checked vs v2
     assert _rollback(retrained, "v2 misprices small loans").success

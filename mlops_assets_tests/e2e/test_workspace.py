@@ -25,7 +25,7 @@ def _env(tmp_path):
 
 def test_workspace_validates(tmp_path):
     out = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=180)
+                         cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "All code locations passed validation" in out.stdout + out.stderr
 
@@ -39,7 +39,7 @@ def _free_port() -> int:
 @pytest.fixture
 def webserver(tmp_path):
     port = _free_port()
-    log = open(tmp_path / "webserver.log", "w")
+    log = open(tmp_path / "webserver.log", "w")  # noqa: SIM115  (the server writes to it while it runs)
     proc = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -28,7 +28,10 @@ def models(tmp_path_factory):
     shared = shared_served_models(tmp_path_factory)
     data = shared.spec.model_dump(mode="json")
     data["release"] = {"mode": "canary", "canary_fraction": 0.5}
-    path = tmp_path_factory.mktemp("release-spec") / "spec.yaml"
+    # A release is judged on delayed labels, so the spec refuses one without a label source.
+    folder = tmp_path_factory.mktemp("release-spec")
+    data["ground_truth"] = {"path": str(folder / "labels")}
+    path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return dataclasses.replace(shared, spec_path=path)
 

@@ -1,6 +1,7 @@
 """`drift_report`: one partition against the champion's reference profile, alone."""
 
 import json
+from pathlib import Path
 
 import polars as pl
 
@@ -23,7 +24,7 @@ def test_drifted_partition_is_reported_against_the_champion_with_served_predicti
     md = world.metadata(Stage.DRIFT_REPORT, shifted)
     assert md["champion_version"] == "1" and md["n_current"] == 2_000
     assert md["dataset_drift"] is True and md["retrain_signal"] is True
-    report = json.loads(open(md["report_uri"]).read())
+    report = json.loads(Path(md["report_uri"]).read_text())
     assert report["n_current"] == 2_000 and len(report["features"]) == len(world.spec.features)
     # The prediction drift is measured on the scores the champion actually served.
     served = pl.read_parquet(world.metadata(Stage.BATCH_PREDICTIONS, shifted)["uri"])
