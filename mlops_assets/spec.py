@@ -372,6 +372,18 @@ class DriftSpec(_Strict):
     key_weight: float = Field(
         4.0, ge=1, description="Holm weight of key features and the prediction (other features: 1)."
     )
+    min_novel_mass: float = Field(
+        0.02, ge=0, le=1,
+        description="Novelty floor of every column: the share of the batch lying where the reference is thin "
+        "(beyond novelty_density_ratio x its density, on 10 reference-quantile bins or the categories; new "
+        "values count fully) must reach it too. Keeps a batch drawn from part of what the champion trained on "
+        "from firing. 0: off.",
+    )
+    novelty_density_ratio: float = Field(
+        1.5, ge=1, description="Density ratio of the novel mass: batch density beyond this multiple of the "
+        "reference's is new. A reference with up to 1 - 1/ratio of its rows from elsewhere (1/3 at 1.5) "
+        "holds every part of the rest.",
+    )
 
 
 class GroundTruthSpec(_Strict):

@@ -51,6 +51,7 @@ def drift_config(spec):
     return DriftConfig(
         share_threshold=spec.drift.share_threshold,
         psi_bins=spec.drift.psi_bins,
+        novelty_ratio=spec.drift.novelty_density_ratio,
         per_feature={name: FeatureDriftConfig(method=o.method, threshold=o.threshold)
                      for name, o in spec.drift.per_feature.items()},
     )
@@ -292,8 +293,8 @@ def drift_table(result, columns: tuple[str, ...] = DRIFT_COLUMNS) -> dg.TableMet
 
 
 SIGNAL_COLUMNS = ("name", "role", "kind", "drifted", "test", "pvalue", "adjusted_pvalue", "weight", "effect_name",
-                  "effect", "floor", "significant", "material", "category", "share_reference", "share_current",
-                  "note")
+                  "effect", "floor", "novel_mass", "novelty_floor", "novel_region", "significant", "material",
+                  "category", "share_reference", "share_current", "note")
 
 
 def signal_table(signal) -> dg.TableMetadataValue:

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import polars as pl
 
-from . import calibrated, stats
+from . import calibrated, novelty, stats
 from .errors import DriftInputError
 from .profile import CategoricalProfile, ColumnProfile, DatasetProfile, NumericProfile
-from .report import result_to_markdown
+from .report import result_to_frame, result_to_markdown
 
 Method = Literal["auto", "wasserstein", "ks", "psi", "jensenshannon", "chisquare", "z"]
 P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
@@ -60,6 +60,9 @@ class DriftConfig:
     # The calibrated two-sample tests (see calibrated.py) behind the retrain signal.
     test_min_rows: int = calibrated.DEFAULT_MIN_ROWS
     test_min_expected: float = calibrated.DEFAULT_MIN_EXPECTED
+    # Novel mass (novelty.py): the batch's share beyond novelty_ratio x the reference's density.
+    novelty_ratio: float = novelty.DEFAULT_RATIO
+    novelty_bins: int = novelty.DEFAULT_BINS
 
 
 @dataclass
@@ -94,6 +97,9 @@ class FeatureDrift:
     share_change_category: str | None = None
     share_reference: float | None = None
     share_current: float | None = None
+    # Novel mass (novelty.py), the signal's second materiality measure, and where most of it is.
+    novel_mass: float | None = None
+    novel_region: str | None = None
 
     @property
     def share_change(self) -> float | None:
@@ -139,24 +145,7 @@ class DriftResult:
         return [f.name for f in self.features if f.drifted]
 
     def to_frame(self) -> pl.DataFrame:
-        rows = [{**f.to_dict(), "role": "feature"} for f in self.features]
-        if self.prediction is not None:
-            rows.append({**self.prediction.to_dict(), "role": "prediction"})
-        schema = {name: pl.Float64 for name in _FLOAT_FIELDS}
-        schema.update(
-            {
-                "name": pl.String,
-                "kind": pl.String,
-                "method": pl.String,
-                "drifted": pl.Boolean,
-                "n_reference": pl.Int64,
-                "n_current": pl.Int64,
-                "computed": pl.Boolean,
-                "note": pl.String,
-                "role": pl.String,
-            }
-        )
-        return pl.DataFrame(rows, schema=schema)
+        return result_to_frame(self)
 
     def to_markdown(self, sort_by_score: bool = True) -> str:
         return result_to_markdown(self, sort_by_score=sort_by_score)
@@ -175,22 +164,6 @@ class DriftResult:
             "features": [f.to_dict() for f in self.features],
             "prediction": None if self.prediction is None else self.prediction.to_dict(),
         }
-
-
-_FLOAT_FIELDS = (
-    "score",
-    "threshold",
-    "psi",
-    "js_distance",
-    "wasserstein_norm",
-    "ks_statistic",
-    "ks_pvalue",
-    "chi2_pvalue",
-    "unseen_share",
-    "ref_missing_rate",
-    "cur_missing_rate",
-    "missing_rate_delta",
-)
 
 
 def auto_method(kind: str, n_reference: int, n_values: int, small_reference_rows: int) -> str:
@@ -270,6 +243,8 @@ def compare_column(
         if not (ref.edges.size == cur.edges.size and (ref.edges == cur.edges).all()):
             raise DriftInputError(f"column {name!r}: current sketch is not on the reference edges")
         values.update(calibrated.numeric_test(ref, cur, **_test_sizes(config)).fields())
+        found = novelty.numeric_novelty(ref, cur, config.novelty_ratio, config.novelty_bins)
+        values.update(novelty.fields(found))
         vc = stats.numeric_value_counts(ref, cur)
         n_values = stats.MANY_VALUES if vc is None else vc[2]
         d = stats.ks_statistic(ref, cur)
@@ -293,6 +268,7 @@ def compare_column(
                 f"column {name!r}: current counts are not on the reference categories"
             )
         values.update(calibrated.categorical_test(ref, cur, **_test_sizes(config)).fields())
+        values.update(novelty.fields(novelty.categorical_novelty(ref, cur, config.novelty_ratio)))
         moved = calibrated.largest_share_change(ref, cur)
         if moved is not None:
             values.update(
@@ -353,6 +329,11 @@ def compare_profiles(
     ``current`` must have been built with ``build_profile(..., reference=reference)`` (or
     ``profile_parquet``). Empty current data gives ``empty=True`` and no per-feature verdicts."""
     config = config or DriftConfig()
+    if not (config.novelty_ratio >= 1 and config.novelty_bins >= 2):
+        raise DriftInputError(
+            f"DriftConfig: novelty_ratio must be >= 1 and novelty_bins >= 2, got "
+            f"{config.novelty_ratio} and {config.novelty_bins}"
+        )
     if not reference.is_reference:
         raise DriftInputError("the first argument must be a reference profile")
     if current.n_rows == 0:

@@ -1,9 +1,11 @@
-"""Markdown rendering of a drift result (for run logs, asset metadata and pull requests)."""
+"""A drift result as a table: Markdown (run logs, asset metadata, pull requests) and polars."""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
+
+import polars as pl
 
 if TYPE_CHECKING:
     from .compare import DriftResult, FeatureDrift
@@ -16,6 +18,46 @@ METHOD_LABELS = {
     "chisquare": "chi-square p-value",
     "z": "z-test p-value",
 }
+
+
+FLOAT_FIELDS = (
+    "score",
+    "threshold",
+    "psi",
+    "js_distance",
+    "wasserstein_norm",
+    "ks_statistic",
+    "ks_pvalue",
+    "chi2_pvalue",
+    "unseen_share",
+    "ref_missing_rate",
+    "cur_missing_rate",
+    "missing_rate_delta",
+    "novel_mass",
+)
+
+
+def result_to_frame(result: DriftResult) -> pl.DataFrame:
+    """One row per feature plus the prediction row (``role``)."""
+    rows = [{**f.to_dict(), "role": "feature"} for f in result.features]
+    if result.prediction is not None:
+        rows.append({**result.prediction.to_dict(), "role": "prediction"})
+    schema = {name: pl.Float64 for name in FLOAT_FIELDS}
+    schema.update(
+        {
+            "name": pl.String,
+            "kind": pl.String,
+            "method": pl.String,
+            "drifted": pl.Boolean,
+            "n_reference": pl.Int64,
+            "n_current": pl.Int64,
+            "computed": pl.Boolean,
+            "note": pl.String,
+            "role": pl.String,
+            "novel_region": pl.String,
+        }
+    )
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

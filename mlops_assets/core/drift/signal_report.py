@@ -42,6 +42,16 @@ def effect_text(t: SignalTest, comparison: str) -> str:
     )
 
 
+def novelty_text(t: SignalTest, comparison: str) -> str:
+    """'novel mass 0.21 >= 0.03 (most in 14.1 to 15.3: 10.0% -> 31.0% of the rows)'."""
+    if t.novel_mass is None:
+        return "novel mass not available"
+    text = f"novel mass {t.novel_mass:.2f} {comparison} {t.novelty_floor:g}"
+    if t.novel_region and t.novel_mass > 0:
+        text += f" (most in {t.novel_region})"
+    return text
+
+
 def significance_text(t: SignalTest, alpha: float, comparison: str) -> str:
     return (
         f"adjusted p {format_p(t.adjusted_pvalue, t.test)} {comparison} {alpha:g} "
@@ -51,7 +61,7 @@ def significance_text(t: SignalTest, alpha: float, comparison: str) -> str:
 
 def _shifted(t: SignalTest, alpha: float) -> str:
     return (
-        f"{_subject(t)} {t.name!r} shifted: {effect_text(t, '>=')}, "
+        f"{_subject(t)} {t.name!r} shifted: {effect_text(t, '>=')}, {novelty_text(t, '>=')}, "
         f"{significance_text(t, alpha, '<')}"
     )
 
@@ -60,6 +70,12 @@ def _near_miss(t: SignalTest, alpha: float) -> str | None:
     """Why a key feature or the prediction did not fire, when one of the two conditions held."""
     if t.pvalue is None:
         return f"{_subject(t)} {t.name!r}: {t.note}"
+    if t.significant and t.distance_material and not t.novel:
+        return (
+            f"{_subject(t)} {t.name!r} changed significantly but into no new ground (the batch "
+            f"lies where the reference is dense): {novelty_text(t, '<')}, "
+            f"{effect_text(t, '>=')}, {significance_text(t, alpha, '<')}"
+        )
     if t.significant and not t.material:
         return (
             f"{_subject(t)} {t.name!r} changed significantly but not materially: "
@@ -104,6 +120,9 @@ def _row(t: SignalTest) -> str:
     effect = "-" if t.effect is None else f"{t.effect:.3f}"
     if t.category is not None and t.effect is not None:
         effect += f" ({t.category})"
+    novel = "-" if t.novel_mass is None else f"{t.novel_mass:.3f}"
+    if t.novel_region and t.novel_mass:
+        novel += f" ({t.novel_region})"
     cells = [
         f"`{t.name}`",
         t.role,
@@ -113,6 +132,7 @@ def _row(t: SignalTest) -> str:
         "yes" if t.significant else "no",
         effect,
         f"{t.floor:g}",
+        novel,
         "yes" if t.material else "no",
         verdict,
     ]
@@ -120,8 +140,8 @@ def _row(t: SignalTest) -> str:
 
 
 HEADER = (
-    "| column | role | test | p | adjusted p | significant | effect | floor | material | verdict |"
-    "\n|---|---|---|---:|---:|---|---:|---:|---|---|"
+    "| column | role | test | p | adjusted p | significant | effect | floor | novel mass | material "
+    "| verdict |\n|---|---|---|---:|---:|---|---:|---:|---:|---|---|"
 )
 
 
@@ -137,6 +157,11 @@ def signal_to_markdown(signal: DriftSignal) -> str:
         headline,
         "",
         f"Key features: {', '.join(signal.key_features) or 'none'}.",
+        "",
+        (
+            "Material: the effect reaches its floor and the novel mass (the batch's share where "
+            f"the reference is thin) reaches {signal.novelty_floor:g}."
+        ),
     ]
     if signal.reasons:
         lines += ["", "Why:", ""] + [f"- {r}" for r in signal.reasons]
