@@ -108,6 +108,8 @@ class MLOpsTranslator:
             automation_condition=self.get_automation_condition(stage, pipeline.spec),
             code_version=None if stage == Stage.GROUND_TRUTH else self.get_code_version(stage, pipeline.spec),
             partitions_def=pipeline.partitions_def if stage in PARTITIONED else None,
+            # A re-executed promotion whose record its earlier attempt stored yields none.
+            skippable=stage == Stage.REGISTERED_MODEL,
         )
 
     def get_deps(self, stage: Stage, pipeline: Pipeline) -> list[dg.AssetKey]:

@@ -4,6 +4,7 @@
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.champion_record import recorded_for_request
 from mlops_assets.core.gate import Approval
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources.registry import CHAMPION, VersionInfo
@@ -59,6 +60,13 @@ def build_rollback_job(pipeline: Pipeline) -> dg.JobDefinition:
         if not config.reason.strip():
             raise RollbackError("a rollback needs a reason")
         res = pipeline.resources(context)
+        # A re-execution of a rollback already recorded (by its run, or by a recovery that
+        # finished it) must not roll back again: the champion of record has moved on since.
+        done = recorded_for_request(context.instance, pipeline, context.run, rollback=True)
+        if done is not None:
+            context.log.info(f"this rollback is already recorded (v{done.metadata[ROLLED_BACK_FROM].value} -> "
+                             f"v{done.metadata[MODEL_VERSION].value}): nothing left to do")
+            return
         # The champion of record (the last promotion or rollback this pipeline recorded), so a
         # re-run after a crash rolls back from the same version to the same target.
         recorded = champion_of_record(context.instance, pipeline)

@@ -109,6 +109,7 @@ class Doctor:
                         fix=f"{action} it (target approval: {approval}), then record the champion")]
 
     def aliases(self) -> list[Finding]:
+        from mlops_assets.champion_record import explained_move
         from mlops_assets.resources.promotions import pending_intent
         from mlops_assets.state import champion_of_record
 
@@ -126,14 +127,8 @@ class Doctor:
                                fix="finish or undo the promotion first, then record the champion"
                                if state == "half done" else None))
         elif alias is not None and alias.version != record:
-            tags = alias.tags
-            completed = (tags.get("approval") in PROMOTABLE and tags.get("gate_passed") == "true"
-                         and tags.get("promoted_by_run") and not self._alive(tags.get("promoted_by_run"))
-                         and tags.get("previous_champion") == record)
-            rolled = tags.get("rolled_back_by_run") and tags.get("rolled_back_from") == record \
-                and not self._alive(tags.get("rolled_back_by_run"))
-            if completed or rolled:
-                how = "rollback" if rolled else "promotion"
+            how = explained_move(alias.tags, record, self._alive)
+            if how is not None:
                 out.append(Finding("aliases", "error", "champion",
                                    f"the alias is at v{alias.version} but the pipeline records v{record or '-'}: "
                                    f"a {how} completed in MLflow and its run ended before recording it",
@@ -287,34 +282,22 @@ class Doctor:
         return done
 
     def _record_champion(self, before) -> list[str]:
-        import dagster as dg
-
-        from mlops_assets.signals import APPROVAL, MODEL_VERSION, ROLLED_BACK_FROM
+        from mlops_assets.champion_record import record_finished_move
         from mlops_assets.state import champion_of_record
 
         record = champion_of_record(self.instance, self.pipeline)
         alias = self.registry.champion(self.model)
-        for finding in self.aliases():
-            if finding.subject != "champion" or not (finding.fix or "").startswith(("record the", "set the alias")):
-                continue
-            if alias is None and record is not None:
+        if alias is None and record is not None:
+            if self.registry.get_version(self.model, record).tags.get("approval") in PROMOTABLE:
                 self.registry.set_alias(self.model, "champion", record)
                 return [f"champion alias restored to v{record}"]
-            tags = alias.tags
-            rolled = bool(tags.get("rolled_back_from") == record and tags.get("rolled_back_by_run"))
-            metadata = {MODEL_VERSION: alias.version, "model_name": self.model, "alias": "champion",
-                        "previous_champion": record or "none", "changed": True, APPROVAL: tags.get("approval", ""),
-                        "bootstrap": record is None, "recorded_by": "mlops-assets doctor --fix",
-                        "promotion_id": tags.get("promotion_id", "")}
-            if rolled:
-                metadata[ROLLED_BACK_FROM] = record
-            self.instance.report_runless_asset_event(dg.AssetMaterialization(
-                asset_key=self.pipeline.key("registered_model"), metadata=metadata,
-                description=f"champion v{alias.version} recorded by `mlops-assets doctor --fix`: the "
-                            f"{'rollback' if rolled else 'promotion'} completed in MLflow, its run ended first"))
-            return [(f"recorded champion v{alias.version} (was v{record or '-'}; alias was "
-                    f"v{before.version if before else '-'} before the sweep)")]
-        return []
+            return []
+        recorded = record_finished_move(self.instance, self.pipeline, self.registry, self._alive,
+                                        recorded_by="mlops-assets doctor --fix")
+        if recorded is None:
+            return []
+        return [(f"recorded champion v{alias.version} (was v{record or '-'}; alias was "
+                 f"v{before.version if before else '-'} before the sweep)")]
 
     def _free_dead_runs(self) -> list[str]:
         from mlops_assets.automation.watchdog import handle_dead_runs

@@ -127,13 +127,18 @@ def _skip(reason: str, ignored=()) -> RetrainDecision:
     return RetrainDecision(False, reason, ignored=tuple(ignored))
 
 
-def _budget_block(runs: list[RetrainRun], policy: RetrainPolicy, now: float) -> str | None:
+def _budget_block(runs: list[RetrainRun], policy: RetrainPolicy, now: float,
+                  retrying: str | None = None) -> str | None:
     recent = [r for r in runs if r.created_at >= now - policy.budget_window_seconds and not r.bootstrap]
     if len(recent) >= policy.budget:
         hours = policy.budget_window_seconds / 3600
         return f"retrain budget spent: {len(recent)} retrains in the last {hours:g} h (budget {policy.budget})"
-    if recent:
-        last = max(r.created_at for r in recent)
+    # A failed run of the set now retried (`retrying`) produced no model to let settle: its
+    # retry is the same retrain finishing, not a new one, so it does not start the cooldown.
+    # It still counts for the budget (its compute was spent); MAX_ATTEMPTS bounds the retries.
+    settling = [r for r in recent if not (r.state == "failed" and retrying and r.training_set == retrying)]
+    if settling:
+        last = max(r.created_at for r in settling)
         wait = policy.cooldown_seconds - (now - last)
         if wait > 0:
             return (f"cooldown: the last retrain started {int((now - last) // 60)} min ago; "
@@ -276,7 +281,7 @@ def decide_retrain(
                 why = "retraining on new data is off in the spec"
             return _skip(f"no retrain signal against champion v{champion}; {why}", ignored)
 
-    blocked = _budget_block(runs, policy, now)
+    blocked = _budget_block(runs, policy, now, retrying=candidate.identity)
     if blocked:
         return _skip(f"{reason} -- held: {blocked}", ignored)
     attempts = sum(1 for r in runs if r.training_set == candidate.identity and r.state == "failed")

@@ -83,7 +83,10 @@ def promote(registry, model_name: str, version: str, *, run_id: str, approval: s
     recovered = recover(registry, model_name)
     current = registry.champion(model_name)
     if current is not None and current.version == version:
-        return PromotionResult(version, current.tags.get("previous_champion"), False, None, recovered)
+        # Already the champion (often: the recovery above just finished this very promotion):
+        # report the id of the promotion that made it so, which the version carries.
+        return PromotionResult(version, current.tags.get("previous_champion"), False,
+                               current.tags.get("promotion_id"), recovered)
     if not Approval(approval).promotable:
         raise ValueError(f"v{version} has approval {approval!r}: only approved or forced versions are promoted")
     intent = PromotionIntent(uuid.uuid4().hex[:12], PROMOTE, version, current.version if current else None,
@@ -102,3 +105,24 @@ def rollback(registry, model_name: str, to_version: str, *, from_version: str | 
     intent = PromotionIntent(uuid.uuid4().hex[:12], ROLLBACK, to_version, from_version,
                              run_id, target.tags.get("approval", ""), reason, time.time())
     return _run(registry, model_name, intent, recovered)
+
+
+def sweep(registry, model_name: str, is_alive) -> dict[str, list[str]]:
+    """Repair what killed runs left behind (`MLflowRegistry.sweep`): finish or undo a half-done
+    promotion, mark versions whose run died before the gate judged them `abandoned`, and fail
+    their open MLflow runs. Recording a finished move is the caller's (champion_record.py)."""
+    recovered = recover(registry, model_name)
+    abandoned = []
+    for info in registry.list_versions(model_name):
+        judged = info.tags.get("gate_passed") is not None or info.tags.get("approval") not in (None, "pending")
+        owner = info.tags.get("dagster_run_id")
+        if judged or (owner is not None and is_alive(owner)):
+            continue
+        tags = {"approval": "abandoned", "abandoned_reason": f"its Dagster run {owner} ended before the gate "
+                                                             "judged it"}
+        registry.set_tags(model_name, info.version, tags)
+        if info.run_id:
+            registry.set_run_tags(info.run_id, tags)
+        abandoned.append(info.version)
+    return {"promotion": [recovered] if recovered else [], "abandoned": abandoned,
+            "orphaned_runs": registry.fail_orphaned_runs(model_name, is_alive)}

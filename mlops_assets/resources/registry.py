@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -253,6 +254,14 @@ class MLflowRegistry(dg.ConfigurableResource):
         if tags:
             self.set_tags(ref.model_name, ref.version, tags)
             self.set_run_tags(ref.run_id, tags)
+            if "approval" in tags and "abandoned_reason" in self.get_version(ref.model_name, ref.version).tags:
+                # A sweep abandoned the version before a recovery run judged it: the verdict
+                # replaces the abandonment, and its reason no longer holds.
+                client = self.client()
+                self._call(f"untag {ref.model_name}/{ref.version}", lambda: client.delete_model_version_tag(
+                    ref.model_name, ref.version, "abandoned_reason"), not_found=None)
+                self._call(f"untag run {ref.run_id}", lambda: client.delete_tag(ref.run_id, "abandoned_reason"),
+                           not_found=None)
 
     # -- registered-model tags (the promotion intent lives here) -----------------------------
     def model_tags(self, model_name: str) -> dict[str, str]:
@@ -290,21 +299,9 @@ class MLflowRegistry(dg.ConfigurableResource):
     def sweep(self, model_name: str, is_alive: Callable[[str], bool]) -> dict[str, list[str]]:
         """Repair what killed runs left behind: finish or undo a half-done promotion, mark versions
         whose run died before the gate judged them `abandoned`, and fail their open MLflow runs."""
-        recovered = self.recover_promotion(model_name)
-        abandoned = []
-        for info in self.list_versions(model_name):
-            judged = info.tags.get("gate_passed") is not None or info.tags.get("approval") not in (None, "pending")
-            owner = info.tags.get("dagster_run_id")
-            if judged or (owner is not None and is_alive(owner)):
-                continue
-            tags = {"approval": "abandoned", "abandoned_reason": f"its Dagster run {owner} ended before the gate "
-                                                                 "judged it"}
-            self.set_tags(model_name, info.version, tags)
-            if info.run_id:
-                self.set_run_tags(info.run_id, tags)
-            abandoned.append(info.version)
-        return {"promotion": [recovered] if recovered else [], "abandoned": abandoned,
-                "orphaned_runs": self.fail_orphaned_runs(model_name, is_alive)}
+        from mlops_assets.resources.promotions import sweep
+
+        return sweep(self, model_name, is_alive)
 
     def fail_orphaned_runs(self, model_name: str, is_alive: Callable[[str], bool]) -> list[str]:
         """MLflow runs left RUNNING by a Dagster run that died (SIGKILL mid-logging): mark them
@@ -368,10 +365,16 @@ class MLflowRegistry(dg.ConfigurableResource):
         if manifest_digest(manifest) != info.tags.get(DIGEST_TAG):
             raise BundleIntegrityError(f"{model_name} v{version}: the recorded bundle manifest was altered")
 
-        def download(tmp: Path) -> Path:
+        def fetch(tmp: Path) -> None:
+            for leftover in tmp.iterdir():          # a failed attempt's partial files
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
             with self.activated() as mlflow:
                 mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
                                                     dst_path=str(tmp))
+
+        def download(tmp: Path) -> Path:
+            # Retried with backoff like every registry read, and raised without the URI's secrets.
+            self._call(f"download {model_name} v{version} bundle", lambda: fetch(tmp))
             return tmp / "artifacts" / "bundle"
 
         return self._cache().get(model_name, info.run_id, manifest, download, what=f"{model_name} v{version} bundle")

@@ -15,6 +15,7 @@ import time
 
 import dagster as dg
 
+from mlops_assets.champion_record import recorded_for_request
 from mlops_assets.core.gate import Approval
 from mlops_assets.core.release import ENDED, NONE, Release
 from mlops_assets.pipeline import Pipeline, Stage
@@ -40,41 +41,55 @@ class PromotionError(RuntimeError):
 def build_registered_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     @stage_asset(pipeline, Stage.REGISTERED_MODEL, resources={pipeline.storage_key, pipeline.registry_key})
     def registered_model(context: dg.AssetExecutionContext):
-        res = pipeline.resources(context)
-        evaluation = upstream_materialization(context, pipeline.key(Stage.EVALUATION_REPORT))
-        version = value(evaluation, MODEL_VERSION)
-        if version is None:
-            raise PromotionError("no evaluated model: materialize the evaluation report first")
-        version = str(version)
-        info = res.registry.get_version(pipeline.model_name, version)
-        approval = Approval(value(evaluation, APPROVAL))
-        verdict = info.tags.get(GATE_PASSED)
-        if not approval.promotable or verdict != "true" or value(evaluation, GATE_PASSED) is not True:
-            raise PromotionError(
-                f"version {version} is not promotable: the evaluation says approval={approval.value}, "
-                f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={verdict}"
-            )
-        champion = champion_of_record(context.instance, pipeline)
-        if pipeline.spec.release.mode != NONE and champion is not None and champion != version:
-            return start_release(context, pipeline, res, version, champion, approval)
-        result = res.registry.promote(pipeline.model_name, version, run_id=context.run.run_id,
-                                      approval=approval.value)
-        superseded = end_superseded(context, pipeline, res, version, "promoted directly (release.mode none)")
-        if result.recovered:
-            context.log.warning(f"a half-done earlier promotion was {result.recovered} first")
-        previous = result.previous
-        record = {"version": version, "previous_champion": previous, "approval": approval.value,
-                  "run_id": context.run.run_id, "promotion_id": result.intent_id}
-        uri = res.storage.write_json(pipeline.layout.registration(version), record)
-        context.log.info(f"champion: v{previous or '-'} -> v{version}" if result.changed
-                         else f"v{version} already is the champion")
-        info = res.registry.get_version(pipeline.model_name, version)
-        metadata = registration_metadata(res, info, previous, approval, uri)
-        if superseded is not None:
-            metadata.update(release_metadata(superseded))
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{version}"))
+        # A generator, so that "already recorded" can yield no output at all (the spec is
+        # skippable): returning None would still store a (blank) materialization.
+        result = register(context, pipeline)
+        if result is not None:
+            yield result
 
     return registered_model
+
+
+def register(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult | None:
+    res = pipeline.resources(context)
+    evaluation = upstream_materialization(context, pipeline.key(Stage.EVALUATION_REPORT))
+    version = value(evaluation, MODEL_VERSION)
+    if version is None:
+        raise PromotionError("no evaluated model: materialize the evaluation report first")
+    version = str(version)
+    info = res.registry.get_version(pipeline.model_name, version)
+    approval = Approval(value(evaluation, APPROVAL))
+    verdict = info.tags.get(GATE_PASSED)
+    if not approval.promotable or verdict != "true" or value(evaluation, GATE_PASSED) is not True:
+        raise PromotionError(
+            f"version {version} is not promotable: the evaluation says approval={approval.value}, "
+            f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={verdict}"
+        )
+    champion = champion_of_record(context.instance, pipeline)
+    if pipeline.spec.release.mode != NONE and champion is not None and champion != version:
+        return start_release(context, pipeline, res, version, champion, approval)
+    if recorded_for_request(context.instance, pipeline, context.run, rollback=False, version=version):
+        # A re-execution of a run that died after storing this very record: the promotion is
+        # done and recorded once; a second record would count it twice. The step succeeds
+        # without one (downstream steps of this run skip).
+        context.log.info(f"v{version}'s promotion is already recorded by this run's earlier attempt")
+        return None
+    result = res.registry.promote(pipeline.model_name, version, run_id=context.run.run_id,
+                                  approval=approval.value)
+    superseded = end_superseded(context, pipeline, res, version, "promoted directly (release.mode none)")
+    if result.recovered:
+        context.log.warning(f"a half-done earlier promotion was {result.recovered} first")
+    previous = result.previous
+    record = {"version": version, "previous_champion": previous, "approval": approval.value,
+              "run_id": context.run.run_id, "promotion_id": result.intent_id}
+    uri = res.storage.write_json(pipeline.layout.registration(version), record)
+    context.log.info(f"champion: v{previous or '-'} -> v{version}" if result.changed
+                     else f"v{version} already is the champion")
+    info = res.registry.get_version(pipeline.model_name, version)
+    metadata = registration_metadata(res, info, previous, approval, uri)
+    if superseded is not None:
+        metadata.update(release_metadata(superseded))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{version}"))
 
 
 def end_superseded(context, pipeline: Pipeline, res, version: str, how: str) -> Release | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from mlops_assets.champion_record import sweep_and_record
 from mlops_assets.core.features import SPLIT_COLUMN, data_hash
 from mlops_assets.core.gate import Approval
 from mlops_assets.core.training import (
@@ -49,7 +50,7 @@ def build_trained_model_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                  pool=TRAINING_POOL)
     def trained_model(context: dg.AssetExecutionContext):
         res = pipeline.resources(context)
-        repaired = res.registry.sweep(pipeline.model_name, lambda run_id: _alive(context, run_id))
+        repaired = sweep_and_record(context.instance, pipeline, res.registry)
         if any(repaired.values()):
             context.log.warning(f"repaired what killed runs left behind: {repaired}")
         frames, rows, late = training_frames(context, pipeline, res.storage)
@@ -110,11 +111,6 @@ def recorded_training_set(context, pipeline: Pipeline) -> str:
     from mlops_assets.state import candidate_training_set
 
     return candidate_training_set(context.instance, pipeline).identity
-
-
-def _alive(context, run_id: str) -> bool:
-    run = context.instance.get_run_by_id(run_id)
-    return run is not None and not run.is_finished
 
 
 def _progress(context: dg.AssetExecutionContext):

@@ -129,6 +129,21 @@ def test_cooldown_and_budget_hold_the_signal_and_say_so():
     assert _decide(candidate=DAY12, signals=[_drift("d2")], runs=old).act
 
 
+def test_a_crashed_run_of_the_same_set_does_not_start_the_cooldown_of_its_retry():
+    crashed = [RetrainRun("r0", DAY12.identity, "failed", NOW - 60)]
+    d = _decide(candidate=DAY12, signals=[_drift("d2")], runs=crashed)
+    assert d.act and d.run_key == f"{DAY12.identity}:1", d.reason
+    # Another set's failed run, or a run that succeeded, still holds the retrain for the cooldown.
+    for other in (RetrainRun("r1", "old", "failed", NOW - 60), RetrainRun("r1", DAY12.identity, "succeeded", NOW - 60)):
+        d = _decide(candidate=DAY12, signals=[_drift("d2")], runs=[*crashed, other])
+        assert not d.act and "held: cooldown: the last retrain started 1 min ago" in d.reason, d.reason
+    # It still counts for the budget.
+    spent = [RetrainRun(f"r{i}", DAY12.identity, "failed", NOW - 60 * (i + 1)) for i in range(2)]
+    d = _decide(candidate=DAY12, signals=[_drift("d2")], runs=[*spent, RetrainRun("r9", "old", "succeeded", NOW - 7200)],
+                policy=RetrainPolicy(budget=3, cooldown_seconds=3600))
+    assert not d.act and "budget spent: 3 retrains" in d.reason, d.reason
+
+
 def test_a_crashed_run_is_retried_with_a_new_key_a_bounded_number_of_times():
     crashed = [RetrainRun("r0", DAY12.identity, "failed", NOW - 90_000)]
     d = _decide(candidate=DAY12, signals=[_drift("d2")], runs=crashed)

@@ -112,3 +112,56 @@ def test_a_failing_registry_fails_closed_instead_of_reporting_no_champion(tmp_pa
         assert "s3cret" not in str(err.value)
     finally:
         server.shutdown()
+
+
+def _tiny_candidate(registry, tmp_path):
+    """A version whose bundle is one small file: enough to exercise download and verification."""
+    bundle = tmp_path / "tiny" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "bundle.json").write_text("{}")
+    return registry.log_candidate("demo", bundle, params={}, metrics={}, tags={"approval": "pending"},
+                                  run_name="tiny")
+
+
+def test_a_bundle_download_is_retried_with_backoff_then_fails_naming_the_download(tmp_path, monkeypatch):
+    import mlflow.artifacts
+
+    from mlops_assets.resources.registry import RegistryError
+
+    registry = MLflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "a"),
+                              cache_dir=str(tmp_path / "cache"), attempts=3, retry_delay_s=0.01)
+    ref = _tiny_candidate(registry, tmp_path)
+    real, calls, sleeps = mlflow.artifacts.download_artifacts, [], []
+    monkeypatch.setattr("time.sleep", sleeps.append)
+
+    def flaky(*, artifact_uri, dst_path):
+        calls.append(dst_path)
+        if len(calls) == 1:       # a torn first attempt: a partial file, then the error
+            (tmp_path / "partial").write_text("x")
+            raise ConnectionError("connection reset by http://u:s3cret@mlflow")
+        return real(artifact_uri=artifact_uri, dst_path=dst_path)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", flaky)
+    assert (registry.bundle_dir("demo", ref.version) / "bundle.json").read_text() == "{}"
+    assert len(calls) == 2 and sleeps == [0.01]
+
+    def down(*, artifact_uri, dst_path):
+        raise ConnectionError("unreachable")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", down)
+    fresh = registry.model_copy(update={"cache_dir": str(tmp_path / "cache2")})
+    with pytest.raises(RegistryError, match=r"download demo v1 bundle failed after 3 attempts: ConnectionError"):
+        fresh.bundle_dir("demo", ref.version)
+    assert sleeps[1:] == [0.01, 0.02]          # bounded: attempts - 1 waits, doubling
+
+
+def test_a_gate_verdict_clears_an_earlier_abandonment(tmp_path):
+    registry = MLflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "a"))
+    ref = _tiny_candidate(registry, tmp_path)
+    abandoned = {"approval": "abandoned", "abandoned_reason": "its Dagster run r1 ended before the gate judged it"}
+    registry.set_tags("demo", ref.version, abandoned)
+    registry.set_run_tags(ref.run_id, abandoned)
+    registry.record_evaluation(ref, tags={"approval": "approved", "gate_passed": "true"})
+    version = registry.get_version("demo", ref.version)
+    assert version.tags["approval"] == "approved" and "abandoned_reason" not in version.tags
+    assert "abandoned_reason" not in registry.client().get_run(ref.run_id).data.tags

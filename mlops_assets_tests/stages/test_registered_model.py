@@ -47,3 +47,16 @@ def test_refuses_when_the_mlflow_record_disagrees_with_the_evaluation(evaluated)
     failure = failure_text(result)
     assert "version 1 is not promotable" in failure and "MLflow records gate_passed=false" in failure
     assert registry.champion("demo") is None
+
+
+def test_a_re_execution_after_the_record_was_stored_records_the_promotion_once(evaluated):
+    """A run killed between storing its record and ending is re-executed (same root run): the
+    promotion is done and recorded, so the step succeeds and records nothing more."""
+    world = evaluated
+    first = world.materialize([Stage.REGISTERED_MODEL])
+    again = world.materialize([Stage.REGISTERED_MODEL], tags={"dagster/parent_run_id": first.run_id,
+                                                             "dagster/root_run_id": first.run_id})
+    assert again.success and not again.asset_materializations_for_node("demo__registered_model")
+    records = world.instance.fetch_materializations(world.pipeline.key(Stage.REGISTERED_MODEL), limit=10).records
+    assert [r.run_id for r in records] == [first.run_id]
+    assert world.resource("registry").champion("demo").tags["promoted_by_run"] == first.run_id
