@@ -1,5 +1,7 @@
 """The MLflow registry resource on a real sqlite store: versions, tags, trials, the bundle cache."""
 
+from pathlib import Path
+
 import pytest
 
 from mlops_assets.core.features import prepare_features
@@ -123,27 +125,34 @@ def _tiny_candidate(registry, tmp_path):
                                   run_name="tiny")
 
 
+DELAY = 0.0137
+
+
 def test_a_bundle_download_is_retried_with_backoff_then_fails_naming_the_download(tmp_path, monkeypatch):
     import mlflow.artifacts
 
     from mlops_assets.resources.registry import RegistryError
 
     registry = MLflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "a"),
-                              cache_dir=str(tmp_path / "cache"), attempts=3, retry_delay_s=0.01)
+                              cache_dir=str(tmp_path / "cache"), attempts=3, retry_delay_s=DELAY)
     ref = _tiny_candidate(registry, tmp_path)
-    real, calls, sleeps = mlflow.artifacts.download_artifacts, [], []
-    monkeypatch.setattr("time.sleep", sleeps.append)
+    real, calls, waits = mlflow.artifacts.download_artifacts, [], []
+    # time.sleep is one function for every library: keep only the registry's own waits
+    # (multiples of its odd delay), so a wait elsewhere cannot make this flaky.
+    monkeypatch.setattr("time.sleep", lambda s: waits.append(s) if round(s / DELAY, 6).is_integer() else None)
 
     def flaky(*, artifact_uri, dst_path):
         calls.append(dst_path)
-        if len(calls) == 1:       # a torn first attempt: a partial file, then the error
-            (tmp_path / "partial").write_text("x")
+        if len(calls) == 1:       # a torn first attempt: a stray file verification would refuse
+            torn = Path(dst_path) / "artifacts" / "bundle"
+            torn.mkdir(parents=True)
+            (torn / "half-written.bin").write_text("x")
             raise ConnectionError("connection reset by http://u:s3cret@mlflow")
         return real(artifact_uri=artifact_uri, dst_path=dst_path)
 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", flaky)
     assert (registry.bundle_dir("demo", ref.version) / "bundle.json").read_text() == "{}"
-    assert len(calls) == 2 and sleeps == [0.01]
+    assert len(calls) == 2 and waits == [DELAY]
 
     def down(*, artifact_uri, dst_path):
         raise ConnectionError("unreachable")
@@ -152,7 +161,7 @@ def test_a_bundle_download_is_retried_with_backoff_then_fails_naming_the_downloa
     fresh = registry.model_copy(update={"cache_dir": str(tmp_path / "cache2")})
     with pytest.raises(RegistryError, match=r"download demo v1 bundle failed after 3 attempts: ConnectionError"):
         fresh.bundle_dir("demo", ref.version)
-    assert sleeps[1:] == [0.01, 0.02]          # bounded: attempts - 1 waits, doubling
+    assert waits[1:] == [DELAY, 2 * DELAY]      # bounded: attempts - 1 waits, doubling
 
 
 def test_a_gate_verdict_clears_an_earlier_abandonment(tmp_path):
