@@ -261,7 +261,7 @@ def test_reasons_markdown_and_dict_name_features_and_numbers():
     assert signal.triggered
     assert re.match(
         r"key feature 'top' shifted: normalised Wasserstein \d\.\d\d >= 0\.1, novel mass "
-        r"0\.\d\d >= 0\.02 \(most in [^)]+\), adjusted p "
+        r"0\.\d\d >= 0\.02 \(largest excess: [^)]+\), adjusted p "
         r"\S+ < 0\.05 \(Cramér-von Mises, 120 vs 160 values\)",
         signal.reasons[0],
     )

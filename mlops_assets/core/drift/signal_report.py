@@ -43,12 +43,12 @@ def effect_text(t: SignalTest, comparison: str) -> str:
 
 
 def novelty_text(t: SignalTest, comparison: str) -> str:
-    """'novel mass 0.21 >= 0.03 (most in 14.1 to 15.3: 10.0% -> 31.0% of the rows)'."""
+    """'novel mass 0.24 >= 0.02 (largest excess: 11.74 to 14.25)'."""
     if t.novel_mass is None:
         return "novel mass not available"
     text = f"novel mass {t.novel_mass:.2f} {comparison} {t.novelty_floor:g}"
     if t.novel_region and t.novel_mass > 0:
-        text += f" (most in {t.novel_region})"
+        text += f" (largest excess: {t.novel_region})"
     return text
 
 
