@@ -252,11 +252,15 @@ class MLflowRegistry(dg.ConfigurableResource):
             for folder, path in artifacts:
                 self._call("log artifact", lambda f=folder, p=path: client.log_artifact(ref.run_id, str(p), f))
         if tags:
+            # A sweep may have abandoned the version before a recovery run judged it: the verdict
+            # replaces the abandonment (a pass awaits its promotion as `pending`; an undone
+            # promotion would follow a stale `abandoned`), and its reason no longer holds.
+            was = self.get_version(ref.model_name, ref.version).tags if "gate_passed" in tags else {}
+            if was.get("approval") == "abandoned":
+                tags = {"approval": "pending", **tags}
             self.set_tags(ref.model_name, ref.version, tags)
             self.set_run_tags(ref.run_id, tags)
-            if "approval" in tags and "abandoned_reason" in self.get_version(ref.model_name, ref.version).tags:
-                # A sweep abandoned the version before a recovery run judged it: the verdict
-                # replaces the abandonment, and its reason no longer holds.
+            if "abandoned_reason" in was:
                 client = self.client()
                 self._call(f"untag {ref.model_name}/{ref.version}", lambda: client.delete_model_version_tag(
                     ref.model_name, ref.version, "abandoned_reason"), not_found=None)

@@ -300,12 +300,10 @@ class FaultWorld:
         return [f.line() for f in self.doctor(instance).check() if f.severity in ("error", "warning")]
 
     def sweep(self, instance) -> dict:
-        """What the start of every training does (`MLflowRegistry.sweep`)."""
-        def alive(run_id: str) -> bool:
-            run = instance.get_run_by_id(run_id)
-            return run is not None and not run.is_finished
+        """What the start of every training does (the registry's sweep, then its record)."""
+        from mlops_assets.champion_record import sweep_and_record
 
-        return self.registry.sweep(self.model, alive)
+        return sweep_and_record(instance, self.pipeline, self.registry)
 
     # -- what is recorded -------------------------------------------------------------------
     def observe(self, instance) -> WorldState:
@@ -494,6 +492,19 @@ def training_kill_points(writes: list[dict]) -> list[str]:
         ("after", train[-1]), ("event", "trained_model"),                             # all but / with the record
         ("write", evaluate[0]), ("after", gate), ("event", "evaluation_report"),      # before / at the verdict
     ]
+    return list(dict.fromkeys(f"{mode}:{n}" for mode, n in landmarks if n is not None))
+
+
+def promotion_kill_points(writes: list[dict], stage: str) -> list[str]:
+    """A sample of a promotion's or rollback's writes where what is recorded changes kind:
+    nothing yet, the intent open, the target tagged but not serving, the alias moved, all but
+    the record, the record stored."""
+    numbers = [w["n"] for w in writes if w["stage"] == stage]
+    assert numbers, f"no {stage} writes: {writes}"
+    intent = first_write(writes, stage, "mlflow.set_registered_model_tag")
+    alias = first_write(writes, stage, "mlflow.set_registered_model_alias")
+    landmarks = [("write", numbers[0]), ("after", intent), ("write", alias), ("after", alias),
+                 ("after", numbers[-1]), ("event", stage)]
     return list(dict.fromkeys(f"{mode}:{n}" for mode, n in landmarks if n is not None))
 
 

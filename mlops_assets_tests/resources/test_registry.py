@@ -170,7 +170,13 @@ def test_a_gate_verdict_clears_an_earlier_abandonment(tmp_path):
     abandoned = {"approval": "abandoned", "abandoned_reason": "its Dagster run r1 ended before the gate judged it"}
     registry.set_tags("demo", ref.version, abandoned)
     registry.set_run_tags(ref.run_id, abandoned)
-    registry.record_evaluation(ref, tags={"approval": "approved", "gate_passed": "true"})
+    # A pass awaits its promotion as pending: a promotion intent on an "abandoned" target is undone.
+    registry.record_evaluation(ref, tags={"gate_passed": "true"})
     version = registry.get_version("demo", ref.version)
-    assert version.tags["approval"] == "approved" and "abandoned_reason" not in version.tags
-    assert "abandoned_reason" not in registry.client().get_run(ref.run_id).data.tags
+    assert version.tags["approval"] == "pending" and "abandoned_reason" not in version.tags
+    run_tags = registry.client().get_run(ref.run_id).data.tags
+    assert run_tags["approval"] == "pending" and "abandoned_reason" not in run_tags
+    registry.set_tags("demo", ref.version, abandoned)
+    registry.record_evaluation(ref, tags={"gate_passed": "false", "approval": "rejected"})
+    version = registry.get_version("demo", ref.version)
+    assert version.tags["approval"] == "rejected" and "abandoned_reason" not in version.tags
