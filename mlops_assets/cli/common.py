@@ -31,21 +31,35 @@ def quiet_environment() -> None:
 
 
 def timed_printer(started: float | None = None, stream=None) -> Callable[[str], None]:
-    """`say(text)` prints `[  12.3s] text`, cut to the terminal's width."""
+    """`say(text)` prints `[  12.3s] text`, cut to the terminal's width on a terminal; piped or
+    redirected output (a log file, CI) keeps whole lines."""
     started = time.perf_counter() if started is None else started
     width = shutil.get_terminal_size((120, 40)).columns
 
     def say(text: str) -> None:
+        out = stream or sys.stdout
         line = f"[{time.perf_counter() - started:6.1f}s] {text}"
-        if len(line) > width:
+        if len(line) > width and _is_terminal(out):
             line = line[: width - 3] + "..."
-        print(line, file=stream or sys.stdout, flush=True)
+        print(line, file=out, flush=True)
 
     return say
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):     # no isatty, or a closed stream
+        return False
+
+
+PIPED_WIDTH = 400   # lines written to a pipe or a file: long enough for any one reason
+
+
 def terminal_width() -> int:
-    return shutil.get_terminal_size((120, 40)).columns
+    """The terminal's width, or PIPED_WIDTH when stdout is not a terminal (a log keeps the words
+    a terminal would cut)."""
+    return shutil.get_terminal_size((120, 40)).columns if _is_terminal(sys.stdout) else PIPED_WIDTH
 
 
 def print_json(data) -> None:

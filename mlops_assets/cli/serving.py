@@ -21,13 +21,14 @@ def cmd_serve(args) -> int:
     quiet_environment()
     target = load_target(args.pipeline)
     from mlops_assets.serving.request_log import RequestLogConfig
-    from mlops_assets.serving.server import serve
+    from mlops_assets.serving.server import exit_zero_on_stop, serve
 
     request_log = None
     if args.request_log_dir:
         request_log = RequestLogConfig(args.request_log_dir, sample_rate=args.sample_rate,
                                        flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
                                        max_buffer_rows=max(200_000, args.flush_rows))
+    exit_zero_on_stop()
     serve(target.spec, registry=target.registry(), host=args.host, port=args.port, request_log=request_log,
           poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows, log_level=args.log_level,
           inline_max_rows=args.inline_max_rows, onnx_threads=args.onnx_threads)

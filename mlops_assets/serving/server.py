@@ -250,6 +250,20 @@ def serve(spec: PipelineSpec, *, registry, host: str = "127.0.0.1", port: int = 
                 timeout_graceful_shutdown=30)
 
 
+def exit_zero_on_stop() -> None:
+    """uvicorn drains the requests in flight on SIGTERM/SIGINT, then re-raises the signal to the
+    handler it found; with this one, a requested stop after a clean shutdown exits 0 (not -15,
+    and no KeyboardInterrupt traceback). For the process's main thread only."""
+    import signal
+    import sys
+
+    def stop(signum, frame) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlops_assets.serving.server",
                                      description="Serve a pipeline's champion model over HTTP.")
@@ -280,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         request_log = RequestLogConfig(args.request_log_dir, sample_rate=args.sample_rate,
                                        flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
                                        max_buffer_rows=max(200_000, args.flush_rows))
+    exit_zero_on_stop()
     serve(spec, registry=registry, host=args.host, port=args.port, request_log=request_log,
           poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows, log_level=args.log_level,
           inline_max_rows=args.inline_max_rows, onnx_threads=args.onnx_threads)

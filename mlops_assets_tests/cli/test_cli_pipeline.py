@@ -2,19 +2,27 @@
 
 End to end, as a user types it: `init` on one day of the demo generator's data written as CSV,
 `run` (once: a real dagster-daemon in its own process group), `status --json`, `ingest` of a
-second file from elsewhere, `status` again. Slow: real processes for every run.
+second file from elsewhere, `status` again, `serve` of the champion. Slow: real processes for
+every run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 
 import dagster as dg
 import pytest
 
 from mlops_assets.demo.data import write_day
 from mlops_assets.spec import PipelineSpec
-from mlops_assets_tests.cli.helpers import leftover_processes, run_cli
+from mlops_assets_tests.cli.helpers import CLI, cli_env, leftover_processes, run_cli, stop_group
 
 ROWS = 5_000
 
@@ -93,3 +101,38 @@ def test_init_run_status_ingest(project, monkeypatch):
     # ...and a different file under a name already landed is refused: the landing folder keeps its file
     r = run_cli(["ingest", "loans", str(bad), "--as", "loans_2026-01-02.csv"], project, timeout=120)
     assert r.returncode == 1 and "other content" in r.stdout, r
+
+    # serve: the champion of the pipeline's own registry, no tracking URI typed; SIGTERM stops it
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "serve", "loans", "--port", str(port), "--poll-seconds", "5"], cwd=project,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        ready = _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout=240)
+        assert ready["ready"] is True and str(ready["model_version"]) == "1", ready
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        stop_group(proc)
+    assert proc.returncode == 0, proc.stdout.read()[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError) as exc:       # not listening yet, or 503 while loading
+            last = exc
+        time.sleep(1.0)
+    raise AssertionError(f"{url} not ready after {timeout:.0f}s: {last}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -274,8 +273,8 @@ def test_sigterm_flushes_the_request_log(models, tmp_path):
         assert list(log_dir.rglob("*.parquet")) == []
     finally:
         code = process.stop()
-    # uvicorn re-raises the signal once its graceful shutdown is done: -SIGTERM is a clean exit.
-    assert code in (0, -signal.SIGTERM), process.log()[-3000:]
+    # A requested stop drains, shuts down and exits 0 (uvicorn's re-raised signal is handled).
+    assert code == 0, process.log()[-3000:]
     assert "Application shutdown complete" in process.log()
     logged = pl.concat([pl.read_parquet(f) for f in log_dir.glob("date=*/*.parquet")])
     assert sorted(logged["loan_id"].to_list()) == sorted(r["loan_id"] for r in rows)
