@@ -505,7 +505,7 @@ class StreamingSpec(_Strict):
 
 
 class LabelsSpec(_Strict):
-    """Sanity of the labels in each labelled arrival, against the champion's training labels."""
+    """Sanity of the labels in each labelled arrival, against what the champion predicts for its rows."""
 
     check: bool = Field(True, description="Block labelled batches whose label distribution is implausible.")
     min_rows: int = Field(30, ge=1, description="Smaller labelled batches are only checked for a single class.")
@@ -513,11 +513,12 @@ class LabelsSpec(_Strict):
         True, description="Classification: a batch of at least min_rows rows holding one class is rejected."
     )
     max_rate_ratio: float = Field(
-        3.0, gt=1, description="Classification: a class share this many times higher or lower than in the "
-        "champion's training labels is rejected, when the difference is also significant.",
+        3.0, gt=1, description="Classification: a class share this many times higher or lower than the "
+        "champion predicts for the batch's rows is rejected, when the difference is also significant.",
     )
     max_mean_shift_sd: float = Field(
-        1.0, gt=0, description="Regression: a label mean this many training std away is rejected (if significant).",
+        1.0, gt=0, description="Regression: a label mean this many training std from the champion's mean "
+        "prediction for the batch is rejected (if significant).",
     )
     alpha: float = Field(1e-3, gt=0, lt=0.5, description="Significance level of those tests.")
 
