@@ -240,9 +240,29 @@ def read_arrival_file(path: str, fmt: str = "auto") -> pl.DataFrame:
     return _parse(path, _format_of(path, fmt), path)
 
 
+@dataclass(frozen=True)
+class LoadedArrival:
+    """A decoded arrival with the exact bytes it was decoded from (hashed into `identity`)."""
+
+    frame: pl.DataFrame
+    identity: FileIdentity
+    data: bytes
+    kind: str
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.kind in ("parquet", "pq")
+
+
 def read_local_arrival(path: str, fmt: str = "auto", *, limits=None, allow_symlinks: bool = False,
                        expected: FileIdentity | None = None) -> tuple[pl.DataFrame, FileIdentity]:
     """Read one landing file within `limits`; `expected` is the identity the sensor recorded."""
+    loaded = load_local_arrival(path, fmt, limits=limits, allow_symlinks=allow_symlinks, expected=expected)
+    return loaded.frame, loaded.identity
+
+
+def load_local_arrival(path: str, fmt: str = "auto", *, limits=None, allow_symlinks: bool = False,
+                       expected: FileIdentity | None = None) -> LoadedArrival:
     kind = _format_of(path, fmt)
     fd = open_local_arrival(path, allow_symlinks=allow_symlinks)
     with os.fdopen(fd, "rb") as fh:
@@ -265,13 +285,19 @@ def read_local_arrival(path: str, fmt: str = "auto", *, limits=None, allow_symli
     if expected is not None and expected.sha256 and expected.sha256 != identity.sha256:
         raise ArrivalChanged(f"arrival file {path} has other content than the sensor picked up "
                              f"(sha256 {expected.sha256[:12]} -> {identity.sha256[:12]})")
-    return _checked_parse(data, kind, path, limits, footer_checked=True), identity
+    return LoadedArrival(_checked_parse(data, kind, path, limits, footer_checked=True), identity, data, kind)
 
 
 def read_s3_arrival(client, uri: str, fmt: str = "auto", *, limits=None,
                     expected: FileIdentity | None = None) -> tuple[pl.DataFrame, FileIdentity]:
     """Read one S3 object within `limits`. With the sensor's ETag, the GET is conditional
     (If-Match), so an object overwritten since the sensor saw it is never read as that one."""
+    loaded = load_s3_arrival(client, uri, fmt, limits=limits, expected=expected)
+    return loaded.frame, loaded.identity
+
+
+def load_s3_arrival(client, uri: str, fmt: str = "auto", *, limits=None,
+                    expected: FileIdentity | None = None) -> LoadedArrival:
     from botocore.exceptions import ClientError
 
     bucket, _, key = uri[len("s3://"):].partition("/")
@@ -296,14 +322,22 @@ def read_s3_arrival(client, uri: str, fmt: str = "auto", *, limits=None,
     modified = response.get("LastModified")
     identity = FileIdentity(len(data), int(modified.timestamp() * 1e9) if modified else 0,
                             hashlib.sha256(data).hexdigest(), str(response.get("ETag", "")).strip('"'))
-    return _checked_parse(data, _format_of(key, fmt), uri, limits), identity
+    kind = _format_of(key, fmt)
+    return LoadedArrival(_checked_parse(data, kind, uri, limits), identity, data, kind)
 
 
 def read_arrival(uri: str, fmt: str = "auto", s3_client=None, *, limits=None, allow_symlinks: bool = False,
                  expected: FileIdentity | None = None) -> tuple[pl.DataFrame, FileIdentity]:
+    loaded = load_arrival(uri, fmt, s3_client, limits=limits, allow_symlinks=allow_symlinks, expected=expected)
+    return loaded.frame, loaded.identity
+
+
+def load_arrival(uri: str, fmt: str = "auto", s3_client=None, *, limits=None, allow_symlinks: bool = False,
+                 expected: FileIdentity | None = None) -> LoadedArrival:
+    """`read_arrival`, keeping the bytes: raw_data stores a Parquet arrival as those bytes."""
     if uri.startswith("s3://"):
-        return read_s3_arrival(s3_client, uri, fmt, limits=limits, expected=expected)
-    return read_local_arrival(uri, fmt, limits=limits, allow_symlinks=allow_symlinks, expected=expected)
+        return load_s3_arrival(s3_client, uri, fmt, limits=limits, expected=expected)
+    return load_local_arrival(uri, fmt, limits=limits, allow_symlinks=allow_symlinks, expected=expected)
 
 
 # -- quarantine -------------------------------------------------------------------------------

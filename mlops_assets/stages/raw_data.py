@@ -28,8 +28,8 @@ from mlops_assets.sources.files import (
     arrival_uri,
     cap_text,
     check_shape,
+    load_arrival,
     quarantine_local_file,
-    read_arrival,
 )
 from mlops_assets.sources.keys import PartitionKeyError
 from mlops_assets.sources.local import check_source_path
@@ -76,7 +76,7 @@ def build_raw_data_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         except PartitionKeyError as exc:    # e.g. a key added by hand in the UI or through the API
             raise dg.Failure(description=f"raw_data refuses this partition: {exc}", allow_retries=False) from exc
         try:
-            frame, identity = read_arrival(
+            loaded = load_arrival(
                 origin, source.format, s3_client=s3_client(res.s3) if origin.startswith("s3://") else None,
                 limits=pipeline.spec.limits, allow_symlinks=source.allow_symlinks,
                 expected=FileIdentity.from_tags(context.run.tags),
@@ -89,15 +89,20 @@ def build_raw_data_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             ) from exc
         except ArrivalReadError as exc:
             raise quarantine(pipeline, res, partition, origin, str(exc)) from exc
-        return store_raw(context, pipeline, frame, origin=origin, identity=identity)
+        # A Parquet arrival is stored as the very bytes it was decoded (and sha256-identified)
+        # from: reading them back gives the same frame, so re-encoding it would only cost time
+        # (as much as the read itself). A CSV becomes Parquet.
+        return store_raw(context, pipeline, loaded.frame, origin=origin, identity=loaded.identity,
+                         parquet_bytes=loaded.data if loaded.is_parquet else None)
 
     return raw_data
 
 
 def store_raw(context: dg.AssetExecutionContext, pipeline: Pipeline, frame: pl.DataFrame, origin: str,
-              identity: FileIdentity | None = None):
+              identity: FileIdentity | None = None, parquet_bytes: bytes | None = None):
     storage = pipeline.resources(context).storage
-    uri = storage.write_parquet(pipeline.layout.raw(context.partition_key), frame)
+    rel = pipeline.layout.raw(context.partition_key)
+    uri = storage.write_bytes(rel, parquet_bytes) if parquet_bytes is not None else storage.write_parquet(rel, frame)
     version = data_hash(frame)
     context.log.info(f"ingested {frame.height} rows from {origin} -> {uri}")
     return dg.MaterializeResult(
