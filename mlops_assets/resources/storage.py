@@ -157,9 +157,10 @@ class ArtifactStore(dg.ConfigurableResource):
             raise StorageError(f"S3 error for {self.uri(rel)} at {self.s3_endpoint_url}: {exc}") from exc
 
     # -- typed helpers ---------------------------------------------------------------------
-    def write_parquet(self, rel: str, df: pl.DataFrame) -> str:
+    def write_parquet(self, rel: str, df: pl.DataFrame, metadata: dict[str, str] | None = None) -> str:
+        """`metadata`: key-value pairs for the file's footer (e.g. the frame's content hash)."""
         buf = io.BytesIO()
-        df.write_parquet(buf, compression="zstd", statistics=True)
+        df.write_parquet(buf, compression="zstd", statistics=True, metadata=metadata or None)
         return self.write_bytes(rel, buf.getvalue())
 
     def read_parquet(self, rel: str) -> pl.DataFrame:

@@ -60,11 +60,41 @@ def champion_version(context: dg.AssetExecutionContext, pipeline: Pipeline) -> s
     return str(version)
 
 
-def read_validated(storage, pipeline: Pipeline, partition: str) -> pl.DataFrame:
+# The footer key under which validated_features stores its file's content hash (data_hash).
+FEATURES_HASH_KEY = "mlops_assets.data_hash"
+
+
+def write_validated(storage, pipeline: Pipeline, partition: str, features: pl.DataFrame, version: str) -> str:
+    """Write the features with their data version in the file's own footer: the hash travels
+    with the content in one atomic file, so a reader never has to hash the frame again."""
+    return storage.write_parquet(pipeline.layout.features(partition), features, metadata={FEATURES_HASH_KEY: version})
+
+
+def _features_rel(storage, pipeline: Pipeline, partition: str) -> str:
     rel = pipeline.layout.features(partition)
     if not storage.exists(rel):
         raise FileNotFoundError(
             f"partition '{partition}' has no validated features at {storage.uri(rel)}; "
             "it was rejected by validation or not materialized yet"
         )
-    return storage.read_parquet(rel)
+    return rel
+
+
+def read_validated(storage, pipeline: Pipeline, partition: str) -> pl.DataFrame:
+    return storage.read_parquet(_features_rel(storage, pipeline, partition))
+
+
+def read_validated_versioned(storage, pipeline: Pipeline, partition: str,
+                             columns: Iterable[str]) -> tuple[pl.DataFrame, str]:
+    """Only `columns` of the partition's validated features, and the data version of the whole
+    file: the hash in its footer, else (a file written before the footer held it) the data_hash
+    of the file read whole, so the version is the same either way."""
+    from mlops_assets.core.features import data_hash
+
+    columns = list(dict.fromkeys(columns))
+    with storage.reading_path(_features_rel(storage, pipeline, partition)) as path:
+        version = pl.read_parquet_metadata(path).get(FEATURES_HASH_KEY)
+        if version is None:
+            whole = pl.read_parquet(path)
+            return whole.select(columns), data_hash(whole)
+        return pl.read_parquet(path, columns=columns), version

@@ -15,7 +15,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from mlops_assets.core.features import data_hash
 from mlops_assets.core.predictions import (
     MONITORED_COLUMN,
     monitored_from_scores,
@@ -31,7 +30,7 @@ from mlops_assets.signals import (
     KEY_FEATURES_DRIFTED,
     RETRAIN_SIGNAL,
 )
-from mlops_assets.stages.base import champion_version, read_validated, stage_asset
+from mlops_assets.stages.base import champion_version, read_validated_versioned, stage_asset
 from mlops_assets.stages.metadata import (
     mlflow_artifact_url,
     model_training_view,
@@ -80,7 +79,10 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         version = champion_version(context, pipeline)
         bundle = res.registry.load_bundle(pipeline.model_name, version)
         reference = bundle.profile()
-        features = read_validated(res.storage, pipeline, partition)
+        # The columns drift works on, and the data version validated_features stored with them
+        # (hashing the 1M-row frame again would cost as much as profiling it).
+        features, input_version = read_validated_versioned(res.storage, pipeline, partition,
+                                                           [spec.id_column, *spec.feature_names])
         current = features.select(spec.feature_names)
         check_current_schema(reference, current)
         prediction_column = None
@@ -93,7 +95,7 @@ def build_drift_report_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         result = compare_profiles(reference, profile, drift_config(spec))
         signal = drift_signal(result, policy_from_spec(spec.drift, bundle.feature_importance))
         files, images, links = write_outputs(context, pipeline, res, result, signal, version, bundle, features)
-        metadata = {**drift_metadata(result, signal, version, data_hash(features), files), **images, **links}
+        metadata = {**drift_metadata(result, signal, version, input_version, files), **images, **links}
         if signal.triggered:
             res.notifier.send(
                 "drift", f"{spec.name}: drift in {partition} against champion v{version}", "; ".join(signal.reasons),

@@ -17,7 +17,7 @@ from mlops_assets.core.validation import (
 )
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.signals import ACCEPTED, DATA_VERSION, LABELLED, REJECTED, STATUS
-from mlops_assets.stages.base import stage_asset
+from mlops_assets.stages.base import stage_asset, write_validated
 from mlops_assets.stages.metadata import column_descriptions, table, table_schema
 from mlops_assets.state import champion_of_record
 
@@ -47,8 +47,8 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                 check_results=check_results(report),
             )
         features = prepare_features(raw, spec)
-        uri = storage.write_parquet(pipeline.layout.features(partition), features)
         version = data_hash(features)
+        uri = write_validated(storage, pipeline, partition, features, version)
         return dg.MaterializeResult(
             metadata=accepted_metadata(features, report, spec, uri, version),
             check_results=check_results(report),
