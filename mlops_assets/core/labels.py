@@ -1,4 +1,4 @@
-"""Label sanity: is a labelled batch's label distribution plausible next to the training labels?
+"""Label sanity: is a labelled batch's label distribution plausible for its rows?
 
 A batch whose labels are all one class, or whose positive rate is many times the champion's,
 is far more often a broken labelling job than a real change; training on it would poison

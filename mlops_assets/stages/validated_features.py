@@ -58,15 +58,33 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     return validated_features
 
 
+LABEL_EXPECTATION_ROWS = 20_000   # a seeded sample: the expected class shares to within ~0.3 points
+
+
 def champion_label_profile(context, pipeline: Pipeline, raw: pl.DataFrame) -> dict | None:
-    """The champion's training-label profile, for labelled batches once a champion exists."""
+    """What the labels of a labelled batch should look like once a champion exists: the label
+    distribution the champion predicts for the batch's rows (core/labels.py says why), or its
+    training labels when it cannot score them (the batch then fails another check anyway)."""
+    from mlops_assets.core.labels import expected_label_profile
+
     spec = pipeline.spec
     if not spec.labels.check or spec.target not in raw.columns:
         return None
     champion = champion_of_record(context.instance, pipeline)
     if champion is None:
         return None
-    return pipeline.resources(context).registry.load_bundle(pipeline.model_name, champion).meta.get("label_profile")
+    bundle = pipeline.resources(context).registry.load_bundle(pipeline.model_name, champion)
+    training = bundle.meta.get("label_profile")
+    if training is None:
+        return None
+    sample = raw if raw.height <= LABEL_EXPECTATION_ROWS else raw.sample(LABEL_EXPECTATION_ROWS, seed=0)
+    try:
+        scores = bundle.score(sample)
+    except (ValueError, TypeError, pl.exceptions.PolarsError) as exc:   # missing or mistyped features
+        context.log.warning(f"label sanity against the training labels: champion v{champion} cannot score "
+                            f"this batch ({exc})")
+        return training
+    return expected_label_profile(training, scores, spec.task)
 
 
 def check_results(report: ValidationReport) -> list[dg.AssetCheckResult]:
