@@ -4,6 +4,7 @@ Validation runs before anything is written: a failing batch leaves the previous 
 for this partition untouched, and the blocking checks stop everything downstream.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import polars as pl
@@ -34,7 +35,14 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         storage = pipeline.resources(context).storage
         partition = context.partition_key
         raw = storage.read_parquet(pipeline.layout.raw(partition))
-        report = validate_batch(raw, spec, label_reference=champion_label_profile(context, pipeline, raw))
+        # The features and their content hash (as long as the rules themselves) are computed while
+        # the batch is validated: polars and hashlib release the GIL, so the two share the cores.
+        # Only an accepted batch uses them; a rejected one waits for them and drops them.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validated-features") as pool:
+            prepared = pool.submit(prepare_and_hash, raw, spec)
+            report = validate_batch(raw, spec, label_reference=champion_label_profile(context, pipeline, raw))
+            if report.passed:
+                features, version = prepared.result()
         if not report.passed:
             rejection = storage.write_json(
                 pipeline.layout.rejection(partition, context.run.run_id),
@@ -46,8 +54,6 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                           "rejection_report": dg.MetadataValue.path(rejection)},
                 check_results=check_results(report),
             )
-        features = prepare_features(raw, spec)
-        version = data_hash(features)
         uri = write_validated(storage, pipeline, partition, features, version)
         return dg.MaterializeResult(
             metadata=accepted_metadata(features, report, spec, uri, version),
@@ -114,3 +120,8 @@ def accepted_metadata(features: pl.DataFrame, report: ValidationReport, spec, ur
     if report.labelled and spec.task == "binary":
         metadata["label_rate"] = float(features[spec.target].mean())
     return metadata
+
+
+def prepare_and_hash(raw: pl.DataFrame, spec) -> tuple[pl.DataFrame, str]:
+    features = prepare_features(raw, spec)
+    return features, data_hash(features)
