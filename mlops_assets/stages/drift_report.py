@@ -17,6 +17,9 @@ import polars as pl
 
 from mlops_assets.core.predictions import (
     MONITORED_COLUMN,
+    PREDICTION,
+    PROBA_PREFIX,
+    SCORE,
     monitored_from_scores,
     monitored_from_table,
 )
@@ -117,7 +120,11 @@ def served_predictions(storage, pipeline: Pipeline, partition: str, version: str
     rel = pipeline.layout.predictions(partition, version)
     id_column = pipeline.spec.id_column
     if storage.exists(rel):
-        preds = storage.read_parquet(rel)
+        with storage.reading_path(rel) as path:
+            # Only the ids and the monitored columns: the table also holds versions and times.
+            columns = [c for c in pl.read_parquet_schema(path)
+                       if c in (id_column, SCORE, PREDICTION) or c.startswith(PROBA_PREFIX)]
+            preds = pl.read_parquet(path, columns=columns)
         if preds.height == features.height and preds[id_column].equals(features[id_column]):
             return monitored_from_table(preds, pipeline.spec.task)
     return monitored_from_scores(pipeline.spec.task, bundle.score(features))
