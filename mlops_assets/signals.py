@@ -6,7 +6,8 @@ One module, so a stage and the sensor that reads it can never disagree on a spel
 # -- asset metadata ------------------------------------------------------------------------
 STATUS = "status"                          # validated_features: accepted | rejected
 LABELLED = "labelled"                      # validated_features: the batch carries labels
-LABELLED_ROWS = "labelled_rows"
+LABELLED_ROWS = "labelled_rows"            # model_performance: predictions joined to delayed labels
+TRAINABLE_LATE_LABELS = "late_labels_for_training"  # ...of them, rows of partitions that arrived unlabelled
 DATA_VERSION = "data_version"              # content hash of what the asset wrote
 MODEL_VERSION = "model_version"            # the MLflow version a stage worked on
 MLFLOW_RUN_ID = "mlflow_run_id"

@@ -26,13 +26,13 @@ from mlops_assets.signals import (
     DELAYED_LABEL_ROWS,
     INPUT_DATA_VERSION,
     LABELLED,
-    LABELLED_ROWS,
     LATE_LABELLED_PARTITIONS,
     MODEL_VERSION,
     PARTITION_KEY_TAG,
     RETRAIN_SIGNAL,
     ROLLED_BACK_FROM,
     STATUS,
+    TRAINABLE_LATE_LABELS,
     TRAINING_PARTITIONS,
     TRAINING_SET,
     TRAINING_SET_TAG,
@@ -173,8 +173,10 @@ def retrain_signals(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[Si
 def delayed_label_rows(instance: dg.DagsterInstance, pipeline: Pipeline) -> int:
     if pipeline.spec.ground_truth is None:
         return 0
+    """Rows a retrain started now would gain from delayed labels: only those of partitions that
+    arrived unlabelled (a labelled arrival trains on its own labels)."""
     perf = _events(instance, pipeline.key(Stage.MODEL_PERFORMANCE), limit=1)
-    return int(value(perf[-1], LABELLED_ROWS, 0) or 0) if perf else 0
+    return int(value(perf[-1], TRAINABLE_LATE_LABELS, 0) or 0) if perf else 0
 
 
 IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,

@@ -46,6 +46,7 @@ from mlops_assets.signals import (
     RELEASE_VERSION,
     RETRAIN_SIGNAL,
     STATUS,
+    TRAINABLE_LATE_LABELS,
 )
 from mlops_assets.sources.labels import read_label_files
 from mlops_assets.stages.base import champion_version, stage_asset
@@ -69,17 +70,18 @@ def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         prefix = pipeline.layout.predictions_prefix()
         pred_files = [p for p in res.storage.list(prefix) if p.endswith(".parquet")]
         # Diagonal: canary tables carry an `arm` column the others do not.
-        preds = pl.concat([res.storage.read_parquet(p) for p in pred_files], how="diagonal_relaxed") \
-            if pred_files else pl.DataFrame()
+        preds = pl.concat([res.storage.read_parquet(p).with_columns(pl.lit(served_partition(p)).alias(PARTITION))
+                           for p in pred_files], how="diagonal_relaxed") if pred_files else pl.DataFrame()
         if labels.height == 0 or preds.height == 0:
             metadata = {STATUS: "no labels yet" if labels.height == 0 else "no predictions yet",
-                        RETRAIN_SIGNAL: False, LABELLED_ROWS: 0}
+                        RETRAIN_SIGNAL: False, LABELLED_ROWS: 0, TRAINABLE_LATE_LABELS: 0}
             if release is not None:
                 metadata.update(judge_release(context, pipeline, release, champion, None, None))
             return dg.MaterializeResult(metadata=metadata)
         joined = join_labels(preds, labels, id_column=spec.id_column, label_column=gt.label_column or spec.target,
                              time_column=gt.time_column)
-        series = daily_performance(joined, spec.task, threshold=spec.model.decision_threshold,
+        judged = unseen_by_champion(joined, champion, training_partitions(context.instance, pipeline, champion))
+        series = daily_performance(judged, spec.task, threshold=spec.model.decision_threshold,
                                    classes=spec.classes, min_rows=spec.performance.min_rows_per_day)
         uri = res.storage.write_parquet(pipeline.layout.performance_series(), series)
         baseline = float(res.storage.read_json(pipeline.layout.evaluation(champion))["metrics"][spec.main_metric])
@@ -91,12 +93,48 @@ def build_model_performance_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         # Identifies "this condition on this data": the labels seen and the champion judged.
         input_version = f"{data_hash(joined.select(spec.id_column, LABEL))}-v{champion}"
         metadata = performance_metadata(signal, series, joined, champion, input_version, uri)
+        metadata["rows_the_champion_trained_on"] = joined.height - judged.height
+        metadata[TRAINABLE_LATE_LABELS] = trainable_late_labels(context.instance, pipeline, joined)
         if release is not None:
             arms, by_day = release_arms(res.storage, pipeline, release, preds, labels)
             metadata.update(judge_release(context, pipeline, release, champion, arms, by_day))
         return dg.MaterializeResult(metadata=metadata)
 
     return model_performance
+
+
+PARTITION = "_partition"   # the partition a prediction file scored (its folder name)
+
+
+def served_partition(path: str) -> str:
+    """`<pipeline>/predictions/<partition>/v<N>.parquet` -> `<partition>`."""
+    return path.rsplit("/", 2)[-2]
+
+
+def training_partitions(instance, pipeline: Pipeline, champion: str) -> frozenset[str]:
+    from mlops_assets.state import version_records
+
+    record = next((v for v in version_records(instance, pipeline) if v.version == str(champion)), None)
+    return record.training_set.partitions if record is not None else frozenset()
+
+
+def unseen_by_champion(joined: pl.DataFrame, champion: str, trained_on: frozenset[str]) -> pl.DataFrame:
+    """The labelled rows that can judge the champion: its rows from partitions it did not train
+    on (its score of a training row says little about new data, and a retrain on those rows
+    would learn nothing new), plus every row other versions served (their history)."""
+    if not trained_on:
+        return joined
+    seen = (pl.col(MODEL_VERSION).cast(pl.String) == str(champion)) & pl.col(PARTITION).is_in(sorted(trained_on))
+    return joined.filter(~seen)
+
+
+def trainable_late_labels(instance, pipeline: Pipeline, joined: pl.DataFrame) -> int:
+    """Labelled rows training would attach (stages/trained_model.py): those of accepted partitions
+    that arrived without labels."""
+    from mlops_assets.state import partition_facts
+
+    unlabelled = sorted(f.key for f in partition_facts(instance, pipeline) if f.accepted and not f.labelled)
+    return joined.filter(pl.col(PARTITION).is_in(unlabelled)).height if unlabelled else 0
 
 
 def release_arms(storage, pipeline: Pipeline, release: Release, preds: pl.DataFrame,
