@@ -91,6 +91,26 @@ def webhook():
 _HOGS: list = []
 
 
+# The test files that run for minutes (real daemons, SIGKILL drills, the 11-day loop), measured
+# under load. They are collected first, so parallel workers (`make test`: pytest-xdist,
+# one file per worker, handed out in collection order) start them at once instead of ending
+# the run waiting on one of them.
+LONG_RUNNING = (
+    "e2e/test_loop.py", "faults/test_kill_drills.py", "e2e/test_daemon.py", "services/test_postgres.py",
+    "e2e/test_demo.py", "e2e/test_dead_runs.py", "e2e/test_training_crash.py", "cli/test_cli_pipeline.py",
+    "stages/test_evaluation_report.py", "e2e/test_lifecycle.py", "automation/test_release.py",
+    "faults/test_registry_faults.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0].removeprefix("mlops_assets_tests/")
+        return LONG_RUNNING.index(path) if path in LONG_RUNNING else len(LONG_RUNNING)
+
+    items.sort(key=rank)     # stable: the order inside each group is pytest's own
+
+
 def pytest_sessionstart(session):
     import subprocess
     import sys
