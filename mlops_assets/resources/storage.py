@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+# A Parquet footer's key-value metadata, or polars' callable that returns it once the data is encoded.
+ParquetFooter = dict[str, str] | Callable[[Any], dict[str, str]]
 
 
 class StorageError(RuntimeError):
@@ -157,8 +159,9 @@ class ArtifactStore(dg.ConfigurableResource):
             raise StorageError(f"S3 error for {self.uri(rel)} at {self.s3_endpoint_url}: {exc}") from exc
 
     # -- typed helpers ---------------------------------------------------------------------
-    def write_parquet(self, rel: str, df: pl.DataFrame, metadata: dict[str, str] | None = None) -> str:
-        """`metadata`: key-value pairs for the file's footer (e.g. the frame's content hash)."""
+    def write_parquet(self, rel: str, df: pl.DataFrame, metadata: ParquetFooter | None = None) -> str:
+        """`metadata`: key-value pairs for the file's footer (e.g. the frame's content hash), or
+        a callable returning them, which polars calls after encoding the data."""
         buf = io.BytesIO()
         df.write_parquet(buf, compression="zstd", statistics=True, metadata=metadata or None)
         return self.write_bytes(rel, buf.getvalue())

@@ -7,7 +7,7 @@ kinds, code version, ...) always comes from the pipeline's translator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import dagster as dg
 import polars as pl
@@ -64,10 +64,16 @@ def champion_version(context: dg.AssetExecutionContext, pipeline: Pipeline) -> s
 FEATURES_HASH_KEY = "mlops_assets.data_hash"
 
 
-def write_validated(storage, pipeline: Pipeline, partition: str, features: pl.DataFrame, version: str) -> str:
+def write_validated(storage, pipeline: Pipeline, partition: str, features: pl.DataFrame,
+                    version: str | Callable[[], str]) -> str:
     """Write the features with their data version in the file's own footer: the hash travels
-    with the content in one atomic file, so a reader never has to hash the frame again."""
-    return storage.write_parquet(pipeline.layout.features(partition), features, metadata={FEATURES_HASH_KEY: version})
+    with the content in one atomic file, so a reader never has to hash the frame again.
+    `version` may be a callable (a pending hash's `result`): it is called once the data is
+    encoded, when the footer is written."""
+    def footer(_context) -> dict[str, str]:
+        return {FEATURES_HASH_KEY: version() if callable(version) else version}
+
+    return storage.write_parquet(pipeline.layout.features(partition), features, metadata=footer)
 
 
 def _features_rel(storage, pipeline: Pipeline, partition: str) -> str:

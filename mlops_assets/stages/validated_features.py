@@ -35,15 +35,8 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         storage = pipeline.resources(context).storage
         partition = context.partition_key
         raw = storage.read_parquet(pipeline.layout.raw(partition))
-        # The features and their content hash (as long as the rules themselves) are computed while
-        # the batch is validated: polars and hashlib release the GIL, so the two share the cores.
-        # Only an accepted batch uses them; a rejected one waits for them and drops them.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validated-features") as pool:
-            prepared = pool.submit(prepare_and_hash, raw, spec)
-            report = validate_batch(raw, spec, label_reference=champion_label_profile(context, pipeline, raw))
-            if report.passed:
-                features, version = prepared.result()
-        if not report.passed:
+        report, accepted = validate_and_store(context, pipeline, storage, raw)
+        if accepted is None:
             rejection = storage.write_json(
                 pipeline.layout.rejection(partition, context.run.run_id),
                 {"partition": partition, "violations": [v.__dict__ for v in report.violations]},
@@ -54,7 +47,7 @@ def build_validated_features_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                           "rejection_report": dg.MetadataValue.path(rejection)},
                 check_results=check_results(report),
             )
-        uri = write_validated(storage, pipeline, partition, features, version)
+        features, version, uri = accepted
         return dg.MaterializeResult(
             metadata=accepted_metadata(features, report, spec, uri, version),
             check_results=check_results(report),
@@ -122,6 +115,22 @@ def accepted_metadata(features: pl.DataFrame, report: ValidationReport, spec, ur
     return metadata
 
 
-def prepare_and_hash(raw: pl.DataFrame, spec) -> tuple[pl.DataFrame, str]:
-    features = prepare_features(raw, spec)
-    return features, data_hash(features)
+def validate_and_store(context, pipeline: Pipeline, storage, raw: pl.DataFrame):
+    """Validate the batch and, when it passes, write its features: (report, None) for a rejected
+    batch (nothing written), else (report, (features, data version, uri)).
+
+    The features and their content hash are computed while the batch is validated, and the hash
+    goes on while the file is written: polars asks for the footer's metadata only after it has
+    encoded the data, and polars and hashlib release the GIL, so the three share the cores."""
+    spec = pipeline.spec
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validated-features") as pool:
+        prepared = pool.submit(prepare_features, raw, spec)
+        hashed = pool.submit(lambda: data_hash(prepared.result()))
+        report = validate_batch(raw, spec, label_reference=champion_label_profile(context, pipeline, raw))
+        if not report.passed:
+            hashed.cancel()
+            return report, None
+        features = prepared.result()
+        uri = write_validated(storage, pipeline, partition=context.partition_key, features=features,
+                              version=hashed.result)
+        return report, (features, hashed.result(), uri)

@@ -28,6 +28,13 @@ def test_accepted_batch_writes_features_with_the_split(world):
     features = pl.read_parquet(md["uri"])
     assert features.columns[:3] == ["loan_id", "applied_at", "gender"]
     assert set(features["_split"].unique()) == {"train", "valid", "holdout"}
+    # The data version is the content hash of what was written, and it is in the file's footer
+    # (the hash is finished while polars encodes the file: it must not be a stale or empty one).
+    from mlops_assets.core.features import data_hash
+    from mlops_assets.stages.base import FEATURES_HASH_KEY
+
+    assert md["data_version"] == data_hash(features)
+    assert pl.read_parquet_metadata(md["uri"])[FEATURES_HASH_KEY] == md["data_version"]
 
 
 def test_rejected_batch_names_the_column_and_keeps_the_good_file(world):
