@@ -153,3 +153,22 @@ def test_an_all_null_column_is_a_nulls_failure_not_a_type_error(spec, loans_day1
     report = validate_batch(data, spec)
     assert report.message("schema") == "passed"
     assert report.message("nulls") == "column 'income': too many nulls (100.00% missing > max_null_fraction 0.00%)"
+
+
+def test_numeric_rules_count_nan_as_missing_and_name_infinite_and_out_of_range_values(spec, loans_day1):
+    """The one-pass counts (`_feature_counts`) and the per-rule examples agree: NaN is missing,
+    infinities and both range bounds are reported with examples; a clean column says nothing."""
+    bad = loans_day1.with_columns(
+        pl.when(pl.col("loan_id") % 10 == 0).then(float("nan")).otherwise(pl.col("debt_to_income"))
+        .alias("debt_to_income"),
+        pl.when(pl.col("loan_id") == 7).then(float("inf")).otherwise(pl.col("income")).alias("income"),
+        pl.when(pl.col("loan_id") == 8).then(901.0).otherwise(pl.col("credit_score")).alias("credit_score"),
+        pl.when(pl.col("loan_id") == 9).then(-1).otherwise(pl.col("term_months")).alias("term_months"),
+    )
+    report = validate_batch(bad, spec)
+    nulls, ranges = report.message("nulls"), report.message("ranges")
+    assert "column 'debt_to_income': too many nulls" in nulls and "max_null_fraction 5.00%" in nulls
+    assert "column 'income': infinite values" in ranges and "1 rows" in ranges
+    assert "column 'credit_score': out of range" in ranges and "above max 850" in ranges and "901.0" in ranges
+    assert "column 'term_months': out of range" in ranges and "below min 12" in ranges
+    assert {v.column for v in report.violations} == {"debt_to_income", "income", "credit_score", "term_months"}
