@@ -7,6 +7,9 @@ a loaded one it takes longer, but keeps making progress, and the test still pass
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -44,3 +47,20 @@ def wait_for(check: Callable[[], object], progress: Callable[[], object], *, wha
         if now - started > cap_s:
             on_fail(f"still waiting for {what} after {cap_s:.0f} s, though it kept making progress")
         time.sleep(poll_s)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to the process group, SIGKILL after `grace`; returns once the group is gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

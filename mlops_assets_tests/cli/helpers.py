@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlops_assets_tests.waiting import stop_group
 
 CLI = [sys.executable, "-m", "mlops_assets.cli"]
 
@@ -33,23 +34,6 @@ def cli_env(**extra) -> dict:
     env.pop("DAGSTER_HOME", None)            # each pipeline's own <state_dir>/dagster_home
     env.pop("MLOPS_SPEC", None)
     return env
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM to the process group, SIGKILL after `grace`."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> Result:

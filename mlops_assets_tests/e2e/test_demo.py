@@ -7,7 +7,6 @@ them, under the code location `make dev` loads; and no process of the demo may b
 """
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,26 +15,11 @@ import dagster as dg
 import pytest
 
 from mlops_assets.pipeline import LIFECYCLE as STAGES
+from mlops_assets_tests.waiting import stop_group
 
 DEMO_TIMEOUT_S = 900      # generous: the 90 s target is for a quiet two-core machine; others load it
 SCREEN_LINES = 40
 WARNING_WORDS = ("Warning", "WARNING", "warnings.warn", "Traceback", "Downloading artifacts")
-
-
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 def _leftovers(root) -> list[str]:
@@ -66,11 +50,11 @@ def test_demo_runs_under_a_real_daemon_and_leaves_the_promised_state(tmp_path, m
     try:
         out, err = proc.communicate(timeout=DEMO_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        _stop_group(proc)
+        stop_group(proc, grace=10.0)
         out, err = proc.communicate()
         pytest.fail(f"demo still running after {DEMO_TIMEOUT_S}s\n{out[-3000:]}\n{err[-3000:]}")
     finally:
-        _stop_group(proc)
+        stop_group(proc, grace=10.0)
     seconds = time.perf_counter() - started
     print(out, flush=True)
     print(f"demo wall time: {seconds:.1f}s", flush=True)
