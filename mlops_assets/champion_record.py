@@ -9,11 +9,12 @@ Two crash-consistency rules for the `registered_model` record live here:
   again (a second rollback record would roll back twice; a second promotion record would count
   one promotion twice).
 * **Whoever finishes, records.** The registry's recovery (the sweep at the start of training,
-  `doctor --fix`) can finish a promotion or rollback whose run died before recording it. The
-  champion alias then explains itself through its tags (`promoted_by_run`, `rolled_back_by_run`
-  and the version it left); this module records that move as a runless `registered_model`
-  event carrying the original run's id (`RECORDED_FOR_RUN`), so the pipeline's champion of
-  record follows the alias and the original run's re-execution sees the move as done.
+  `doctor --fix`, and the recovery every promotion and rollback runs before its own move) can
+  finish a promotion or rollback whose run died before recording it. The champion alias then
+  explains itself through its tags (`promoted_by_run`, `rolled_back_by_run` and the version it
+  left); this module records that move as a runless `registered_model` event carrying the
+  original run's id (`RECORDED_FOR_RUN`), so the pipeline's champion of record follows the
+  alias and the original run's re-execution sees the move as done.
 """
 
 from __future__ import annotations
@@ -76,12 +77,14 @@ def explained_move(tags: dict[str, str], record: str | None, alive: Callable[[st
 
 
 def record_finished_move(instance: dg.DagsterInstance, pipeline: Pipeline, registry,
-                         alive: Callable[[str | None], bool], *, recorded_by: str) -> str | None:
+                         alive: Callable[[str | None], bool], *, recorded_by: str,
+                         leave: str | None = None) -> str | None:
     """Record the champion alias's move when a recovery finished it and nobody recorded it yet;
-    returns what was recorded, or None when the record already follows the alias."""
+    returns what was recorded, or None when the record already follows the alias. `leave`: a
+    version whose promotion the caller is about to record itself (its own, finished)."""
     record = champion_of_record(instance, pipeline)
     alias = registry.champion(pipeline.model_name)
-    if alias is None or alias.version == record:
+    if alias is None or alias.version == record or alias.version == leave:
         return None
     tags = alias.tags
     how = explained_move(tags, record, alive)
@@ -103,13 +106,33 @@ def record_finished_move(instance: dg.DagsterInstance, pipeline: Pipeline, regis
     return f"recorded the {how} v{record or '-'} -> v{alias.version}"
 
 
-def sweep_and_record(instance: dg.DagsterInstance, pipeline: Pipeline, registry) -> dict[str, list[str]]:
-    """What the start of every training does: the registry's sweep of what killed runs left
-    behind, then the record of a promotion or rollback the sweep finished."""
+def run_alive(instance: dg.DagsterInstance) -> Callable[[str | None], bool]:
+    """Whether a Dagster run (by id) is still in progress on this instance."""
     def alive(run_id: str | None) -> bool:
         run = instance.get_run_by_id(run_id) if run_id else None
         return run is not None and not run.is_finished
 
+    return alive
+
+
+def sweep_and_record(instance: dg.DagsterInstance, pipeline: Pipeline, registry) -> dict[str, list[str]]:
+    """What the start of every training does: the registry's sweep of what killed runs left
+    behind, then the record of a promotion or rollback the sweep finished."""
+    alive = run_alive(instance)
     repaired = registry.sweep(pipeline.model_name, alive)
     recorded = record_finished_move(instance, pipeline, registry, alive, recorded_by="the sweep at training start")
     return {**repaired, "recorded": [recorded] if recorded else []}
+
+
+def recover_and_record(instance: dg.DagsterInstance, pipeline: Pipeline, registry, *, recorded_by: str,
+                       promoting: str | None = None) -> str | None:
+    """What a promotion or rollback does before its own move: finish or undo the half-done move
+    a killed run left (the registry's recovery), then record a move that finished unrecorded,
+    e.g. someone else's rollback, so that the caller moves on from the champion of record and
+    every move is recorded once. `promoting`: the version the caller promotes; a finished
+    promotion of it is the caller's own record. Returns what was done, or None for nothing."""
+    recovered = registry.recover_promotion(pipeline.model_name)
+    recorded = record_finished_move(instance, pipeline, registry, run_alive(instance), recorded_by=recorded_by,
+                                    leave=None if promoting is None else str(promoting))
+    done = [f"a half-done earlier move was {recovered}"] if recovered else []
+    return "; ".join(done + ([recorded] if recorded else [])) or None

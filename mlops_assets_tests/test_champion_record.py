@@ -8,6 +8,7 @@ from mlops_assets.champion_record import (
     RECORDED_FOR_RUN,
     explained_move,
     recorded_for_request,
+    recover_and_record,
     request_run_ids,
     sweep_and_record,
 )
@@ -96,6 +97,9 @@ class _Registry:
     def sweep(self, model_name, is_alive):
         return {"promotion": ["finished"], "abandoned": [], "orphaned_runs": []}
 
+    def recover_promotion(self, model_name):
+        return "finished"
+
     def champion(self, model_name):
         return VersionInfo(model_name, "2", "mlflow-run", self.tags, ["champion"])
 
@@ -110,3 +114,23 @@ def test_the_training_sweep_records_the_rollback_it_finished_once(pipeline, inst
     found = recorded_for_request(instance, pipeline, dead_rollback, rollback=True)
     assert found is not None and found.metadata["rollback_reason"].value == "drill"
     assert sweep_and_record(instance, pipeline, registry)["recorded"] == []      # already follows the alias
+
+
+def test_a_promotion_records_the_rollback_its_recovery_finished_once_but_not_its_own_promotion(pipeline, instance):
+    """Before its own move, a promotion finishes what a killed run left (here: a rollback to v2)
+    and records it; a finished promotion of the version it promotes is its own to record."""
+    dead_rollback = _record(pipeline, instance, {MODEL_VERSION: "3"})
+    registry = _Registry({"rolled_back_by_run": dead_rollback.run_id, "rolled_back_from": "3",
+                          "approval": "approved", "rollback_reason": "drill"})
+    done = recover_and_record(instance, pipeline, registry, recorded_by="a test", promoting="4")
+    assert done == "a half-done earlier move was finished; recorded the rollback v3 -> v2"
+    assert champion_of_record(instance, pipeline) == "2"
+    assert recover_and_record(instance, pipeline, registry, recorded_by="a test", promoting="4") == (
+        "a half-done earlier move was finished")                                   # recorded once
+    dead_promotion = _record(pipeline, instance, {MODEL_VERSION: "1"})
+    own = _Registry({"promoted_by_run": dead_promotion.run_id, "previous_champion": "1", "approval": "approved",
+                     "gate_passed": "true"})
+    recover_and_record(instance, pipeline, own, recorded_by="a test", promoting="2")
+    assert champion_of_record(instance, pipeline) == "1"
+    recover_and_record(instance, pipeline, own, recorded_by="a test")                # a rollback job's
+    assert champion_of_record(instance, pipeline) == "2"

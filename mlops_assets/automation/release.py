@@ -23,6 +23,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.champion_record import recover_and_record
 from mlops_assets.core.gate import Approval
 from mlops_assets.core.release import (
     END,
@@ -138,6 +139,10 @@ def _promote(context, pipeline: Pipeline, res, release: Release, reason: str) ->
         raise ReleaseJobError(
             f"v{version} is not promotable: the evaluation says approval={value(evaluation, APPROVAL)}, "
             f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={info.tags.get(GATE_PASSED)}")
+    repaired = recover_and_record(context.instance, pipeline, res.registry, promoting=version,
+                                  recorded_by=f"the release promotion of v{version}")
+    if repaired:
+        context.log.warning(repaired)
     result = res.registry.promote(model, version, run_id=context.run.run_id, approval=approval.value)
     if result.recovered:
         context.log.warning(f"a half-done earlier promotion was {result.recovered} first")

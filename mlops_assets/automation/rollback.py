@@ -4,7 +4,7 @@
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.champion_record import recorded_for_request
+from mlops_assets.champion_record import recorded_for_request, recover_and_record
 from mlops_assets.core.gate import Approval
 from mlops_assets.pipeline import Pipeline, Stage
 from mlops_assets.resources.registry import CHAMPION, VersionInfo
@@ -60,6 +60,12 @@ def build_rollback_job(pipeline: Pipeline) -> dg.JobDefinition:
         if not config.reason.strip():
             raise RollbackError("a rollback needs a reason")
         res = pipeline.resources(context)
+        # A move a killed run left half done (this request's earlier attempt, another rollback,
+        # a promotion) is finished and recorded first, once, by whoever finishes it.
+        repaired = recover_and_record(context.instance, pipeline, res.registry,
+                                      recorded_by="the rollback job")
+        if repaired:
+            context.log.warning(repaired)
         # A re-execution of a rollback already recorded (by its run, or by a recovery that
         # finished it) must not roll back again: the champion of record has moved on since.
         done = recorded_for_request(context.instance, pipeline, context.run, rollback=True)

@@ -15,7 +15,7 @@ import time
 
 import dagster as dg
 
-from mlops_assets.champion_record import recorded_for_request
+from mlops_assets.champion_record import recorded_for_request, recover_and_record
 from mlops_assets.core.gate import Approval
 from mlops_assets.core.release import ENDED, NONE, Release
 from mlops_assets.pipeline import Pipeline, Stage
@@ -65,6 +65,12 @@ def register(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.Materi
             f"version {version} is not promotable: the evaluation says approval={approval.value}, "
             f"gate_passed={value(evaluation, GATE_PASSED)}; MLflow records gate_passed={verdict}"
         )
+    # A move a killed run left half done (someone else's rollback, say) is finished and recorded
+    # first, so this promotion starts from the champion of record and every move is recorded once.
+    repaired = recover_and_record(context.instance, pipeline, res.registry, promoting=version,
+                                  recorded_by=f"the promotion of v{version}")
+    if repaired:
+        context.log.warning(repaired)
     champion = champion_of_record(context.instance, pipeline)
     if pipeline.spec.release.mode != NONE and champion is not None and champion != version:
         return start_release(context, pipeline, res, version, champion, approval)

@@ -25,201 +25,31 @@ after each record). The kill points and their outcomes are printed at the end (`
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
-
 import pytest
 
-from mlops_assets.automation.jobs import RETRAIN_STAGES
-from mlops_assets.pipeline import Stage
+from mlops_assets_tests.faults.drills import (
+    drill,
+    intent_open_points,
+    kill_points,
+    open_drills,
+    promotion_after_killed_rollback,
+)
 from mlops_assets_tests.faults.harness import (
     VERSION_CREATED,
-    FaultWorld,
-    ForkServer,
-    WorldState,
     convergence_violations,
-    describe,
-    every_write,
     first_write,
-    promotion_kill_points,
     safety_violations,
-    scratch,
-    training_kill_points,
 )
-from mlops_assets_tests.stages.harness import failure_text
 
-ALL = os.environ.get("MLOPS_FAULT_DRILLS") == "all"
 # The module's worlds are built in the first test's setup, and a drill set can take minutes on
 # a loaded 2-core machine (each kill point trains or promotes for real): past the 600 s default.
 pytestmark = pytest.mark.timeout(1_800)
-TESTED: list[tuple[str, str, str]] = []     # (step, kill point, outcome), printed at the end
-BASELINES: dict = {}                        # step -> its uninterrupted run, for the summary
-
-
-@dataclass
-class Baseline:
-    writes: list[dict]
-    state: WorldState                     # after the step
-    second: WorldState | None = None      # rollback: after a second rollback
-
-
-@dataclass
-class Drills:
-    world: FaultWorld
-    forks: ForkServer
-    baselines: dict[str, Baseline] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
 def drills(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        # No pooled sqlite connection may outlive a restore of the world under it.
-        mp.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        with scratch(tmp_path_factory, "faults") as root:
-            world = FaultWorld(root / "world")
-            forks = ForkServer()
-            try:
-                build_worlds(world)
-                drills = Drills(world, forks)
-                for step in ("retrain", "register", "rollback"):
-                    drills.baselines[step] = BASELINES[step] = uninterrupted(drills, step)
-                yield drills
-            finally:
-                forks.close()
-    for step, kill, outcome in TESTED:
-        print(f"{step:9} {kill:28} {outcome}")
-    print(f"{len(TESTED)} kill points; uninterrupted writes: "
-          + ", ".join(f"{step} {len(b.writes)}" for step, b in BASELINES.items()))
-
-
-def build_worlds(world: FaultWorld) -> None:
-    """retrain: v1 champion, a second labelled day validated. register: v2 trained and judged,
-    not yet promoted. rollback: v1 -> v2 -> v3 promoted in turn (v3 champion)."""
-    with world.instance() as instance:
-        world.land(instance, 1)
-        assert world.materialize(instance, RETRAIN_STAGES).success
-        world.land(instance, 2)
-    world.snapshot("retrain")
-    with world.instance() as instance:
-        assert world.materialize(instance, [Stage.TRAINED_MODEL, Stage.EVALUATION_REPORT]).success
-    world.snapshot("register")
-    with world.instance() as instance:
-        assert world.materialize(instance, [Stage.REGISTERED_MODEL]).success
-        world.land(instance, 3)
-        assert world.materialize(instance, RETRAIN_STAGES).success
-        state = world.observe(instance)
-    assert state.champion == "3" and state.versions["3"]["previous_champion"] == "2", state
-    world.snapshot("rollback")
-
-
-def uninterrupted(drills: Drills, step: str) -> Baseline:
-    world = drills.world
-    world.restore(step)
-    run = world.run_worker(worker_step(step), workers=drills.forks)
-    assert run.returncode == 0 and all(run.result["success"]), run.output[-4000:]
-    with world.instance() as instance:
-        state = world.observe(instance)
-        assert not convergence_violations(state), convergence_violations(state)
-        second = None
-        if step == "rollback":
-            assert world.rollback(instance).success
-            second = world.observe(instance)
-    return Baseline(run.writes, state, second)
-
-
-def worker_step(step: str) -> str:
-    # The register world's recovery decision ("promote:v2") is what the sensor requests there.
-    return "retrain" if step == "register" else step
-
-
-def drill(drills: Drills, step: str, kill: str, *, doctor_first: bool = False, reexecute: bool = False) -> list[str]:
-    """One kill point: kill, check, recover, check. Returns what went wrong (empty: all held).
-
-    The recovery is the product's: the retrain sensor (retrain, register) or re-executing the
-    failed rollback run; with `reexecute`, the failed retrain run is re-executed from failure
-    (the runbook's `run_failure` advice) and the sensor must then find nothing left to do."""
-    world, baseline = drills.world, drills.baselines[step]
-    start = time.monotonic()
-    world.restore(step)
-    restored = time.monotonic()
-    run = world.run_worker(worker_step(step), kill, workers=drills.forks)
-    killed = time.monotonic()
-    label = describe(kill, baseline.writes)
-    if not run.killed:
-        return [f"the worker was not killed at {label} (exit {run.returncode}):\n{run.output[-3000:]}"]
-    problems = landed_where_expected(run, kill, baseline)
-    with world.instance() as instance:
-        problems += [f"right after the kill: {p}" for p in safety_violations(world.observe(instance))]
-        dead = world.fail_dead_runs(instance)
-        if len(dead) != 1:
-            problems.append(f"expected one dead run to fail, found {dead}")
-        if doctor_first:
-            world.doctor_fix(instance)
-            fixed = world.observe(instance)
-            problems += [f"after doctor --fix: {p}" for p in convergence_violations(fixed)
-                         if "still in progress" not in p]
-        if step == "rollback":
-            problems += recover_rollback(world, instance, dead, baseline)
-        else:
-            if reexecute:
-                again = world.reexecute(instance, dead[0], from_failure=True)
-                if not again.success:
-                    problems.append(f"re-executing the failed run failed: {failure_text(again)}")
-                extra = [o for o in world.tick_retrain(instance) if o.launched]
-                if extra:
-                    problems.append(f"after the re-execution the retrain sensor still launched {extra[0].run_ids}")
-            else:
-                world.tick_retrain(instance)
-            problems += converged(world, instance, baseline.state)
-    how = " (doctor first)" if doctor_first else " (re-executed)" if reexecute else ""
-    TESTED.append((step + how, kill,
-                   f"{time.monotonic() - start:5.1f}s (restore {restored - start:.1f}, "
-                   f"worker {killed - restored:.1f}) "
-                   + ("ok" if not problems else f"{len(problems)} violation(s)")))
-    return [f"{label}: {p}" for p in problems]
-
-
-def landed_where_expected(run, kill: str, baseline: Baseline) -> list[str]:
-    """The killed run wrote exactly what the uninterrupted one did, up to the kill."""
-    mode, _, arg = kill.partition(":")
-    if mode == "event":
-        return []
-    n = int(arg)
-    got = [(w["method"], w["stage"]) for w in run.writes]
-    want = [(w["method"], w["stage"]) for w in baseline.writes[:n]]
-    if got == want:
-        return []
-    return [f"the killed run's writes differ from the uninterrupted run's: {got[-3:]} vs {want[-3:]}"]
-
-
-def converged(world: FaultWorld, instance, expected: WorldState) -> list[str]:
-    final = world.observe(instance)
-    problems = convergence_violations(final)
-    problems += [f"after the recovery, doctor reports: {f}" for f in world.doctor_findings(instance)]
-    if final.signature() != expected.signature():
-        problems.append(f"end state differs from the uninterrupted run's:\n  got  {final.signature()}\n"
-                        f"  want {expected.signature()}")
-    return problems
-
-
-def recover_rollback(world: FaultWorld, instance, dead: list[str], baseline: Baseline) -> list[str]:
-    """The runbook's recovery for a failed rollback run: re-execute it (same job, same config)."""
-    again = world.reexecute(instance, dead[0]) if dead else world.rollback(instance)
-    if not again.success:
-        return [f"re-executing the rollback failed: {failure_text(again)}"]
-    problems = converged(world, instance, baseline.state)
-    landed = world.observe(instance)
-    if landed.identity(landed.champion) != baseline.state.identity(baseline.state.champion):
-        problems.append(f"the rollback landed on v{landed.champion}, not the intended v{baseline.state.champion}")
-        return problems
-    second = world.rollback(instance)
-    final = world.observe(instance)
-    if not second.success or final.signature() != baseline.second.signature():
-        problems.append(f"a second rollback went to v{final.champion}, not v{baseline.second.champion} "
-                        f"(ok={second.success}): it must go further back, never forth")
-    return problems
+    with open_drills(tmp_path_factory) as drills:
+        yield drills
 
 
 # -- the uninterrupted runs ---------------------------------------------------------------------
@@ -250,26 +80,6 @@ def test_a_fresh_interpreter_writes_what_a_forked_worker_writes(drills):
     with world.instance() as instance:
         assert world.observe(instance).signature() == baseline.state.signature()
 
-
-# -- the drills ---------------------------------------------------------------------------------
-def kill_points(drills: Drills, step: str) -> list[str]:
-    """Every write with MLOPS_FAULT_DRILLS=all; by default a sample at each landmark."""
-    writes = drills.baselines[step].writes
-    if step == "retrain":
-        if ALL:
-            return [f"write:{w['n']}" for w in writes] + [
-                "event:trained_model", "event:evaluation_report", "event:registered_model"]
-        return training_kill_points(writes)
-    stage = "registered_model" if step == "register" else "rollback"
-    return every_write(writes, stage) if ALL else promotion_kill_points(writes, stage)
-
-
-def intent_open_points(drills: Drills, step: str) -> list[str]:
-    """Kill points where a promotion intent is open: just before and just after the alias move."""
-    stage = "registered_model" if step == "register" else "rollback"
-    writes = [w for w in drills.baselines[step].writes if w["stage"] == stage]
-    alias = next(w["n"] for w in writes if w["method"] == "mlflow.set_registered_model_alias")
-    return [f"write:{alias}", f"after:{alias}"]
 
 
 @pytest.mark.parametrize("step", ["retrain", "register", "rollback"])
@@ -390,3 +200,18 @@ def test_a_retrain_killed_mid_training_is_retried_on_the_next_tick_with_the_defa
         world.fail_dead_runs(instance)
         decision = decide_now(instance, pipeline, build_jobs(pipeline))
     assert decision.act, decision.reason
+
+
+def test_a_promotion_that_first_finishes_a_killed_rollback_records_that_rollback_once(drills):
+    """A rollback killed with its intent open (nothing tagged yet; the target tagged; the alias
+    moved), or after its last write but before its record; then a new approved candidate is
+    registered before anything else runs. The promotion finishes the rollback, which is recorded
+    once, and the history reads v3, back to v2, then v4."""
+    writes = drills.baselines["rollback"].writes
+    rollback = [w["n"] for w in writes if w["stage"] == "rollback"]
+    intent = first_write(writes, "rollback", "mlflow.set_registered_model_tag")
+    alias = first_write(writes, "rollback", "mlflow.set_registered_model_alias")
+    problems = []
+    for kill in dict.fromkeys([f"after:{intent}", f"write:{alias}", f"after:{alias}", f"after:{rollback[-1]}"]):
+        problems += promotion_after_killed_rollback(drills, kill)
+    assert not problems, "\n".join(problems)
