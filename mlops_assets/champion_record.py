@@ -136,3 +136,34 @@ def recover_and_record(instance: dg.DagsterInstance, pipeline: Pipeline, registr
                                     leave=None if promoting is None else str(promoting))
     done = [f"a half-done earlier move was {recovered}"] if recovered else []
     return "; ".join(done + ([recorded] if recorded else [])) or None
+
+
+def rolled_back_after_evaluation(instance: dg.DagsterInstance, pipeline: Pipeline, version: str) -> str | None:
+    """Why `version` may not be promoted from its latest evaluation: it was rolled back after
+    that evaluation and has not been promoted since (the rollback's record says so). A
+    re-materialized `registered_model` would otherwise undo an operator's rollback with the
+    verdict the operator overruled; a new evaluation (which needs an audited force for a
+    rolled-back training set) is the way back. None when the version may be promoted."""
+    version = str(version)
+    rolled_back_at = None
+    for record in instance.fetch_materializations(pipeline.key(Stage.REGISTERED_MODEL),
+                                                  limit=RECENT_RECORDS, ascending=False).records:
+        materialization = record.asset_materialization
+        if materialization is None:
+            continue
+        if str(value(materialization, MODEL_VERSION)) == version:
+            return None                        # the champion since its last rollback (or never rolled back)
+        if str(value(materialization, ROLLED_BACK_FROM)) == version:
+            rolled_back_at = record
+            break
+    if rolled_back_at is None:
+        return None
+    for record in instance.fetch_materializations(pipeline.key(Stage.EVALUATION_REPORT),
+                                                  limit=RECENT_RECORDS, ascending=False).records:
+        if str(value(record.asset_materialization, MODEL_VERSION)) == version:
+            if record.timestamp > rolled_back_at.timestamp:
+                return None                    # evaluated again after the rollback: that verdict decides
+            break
+    by = value(rolled_back_at.asset_materialization, RECORDED_FOR_RUN) or rolled_back_at.run_id
+    return (f"v{version} was rolled back (run {by or '-'}) after the evaluation this promotion would use; "
+            "evaluate it again (a rolled-back training set needs the gate's audited force) to promote it")

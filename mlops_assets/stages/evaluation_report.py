@@ -109,9 +109,8 @@ def rolled_back_twin(context, pipeline: Pipeline, trained) -> str | None:
     from mlops_assets.state import version_records
 
     identity = value(trained, TRAINING_SET)
-    mine = str(value(trained, MODEL_VERSION))
     twins = [r.version for r in version_records(context.instance, pipeline)
-             if r.rolled_back and r.training_set.identity == identity and r.version != mine]
+             if r.rolled_back and r.training_set.identity == identity]
     return twins[-1] if identity is not None and twins else None
 
 

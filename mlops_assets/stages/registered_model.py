@@ -15,7 +15,11 @@ import time
 
 import dagster as dg
 
-from mlops_assets.champion_record import recorded_for_request, recover_and_record
+from mlops_assets.champion_record import (
+    recorded_for_request,
+    recover_and_record,
+    rolled_back_after_evaluation,
+)
 from mlops_assets.core.gate import Approval
 from mlops_assets.core.release import ENDED, NONE, Release
 from mlops_assets.pipeline import Pipeline, Stage
@@ -71,7 +75,16 @@ def register(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.Materi
                                   recorded_by=f"the promotion of v{version}")
     if repaired:
         context.log.warning(repaired)
+    refused = rolled_back_after_evaluation(context.instance, pipeline, version)
+    if refused:
+        raise PromotionError(refused)
     champion = champion_of_record(context.instance, pipeline)
+    alias = res.registry.champion(pipeline.model_name) if champion == version else None
+    if alias is not None and alias.version == version:
+        # Materialized again (by hand, say) for the champion it already made: nothing moves, and a
+        # second record would count one promotion twice.
+        context.log.info(f"v{version} already is the champion of record; nothing to promote")
+        return None
     if pipeline.spec.release.mode != NONE and champion is not None and champion != version:
         return start_release(context, pipeline, res, version, champion, approval)
     if recorded_for_request(context.instance, pipeline, context.run, rollback=False, version=version):

@@ -60,3 +60,56 @@ def test_a_re_execution_after_the_record_was_stored_records_the_promotion_once(e
     records = world.instance.fetch_materializations(world.pipeline.key(Stage.REGISTERED_MODEL), limit=10).records
     assert [r.run_id for r in records] == [first.run_id]
     assert world.resource("registry").champion("demo").tags["promoted_by_run"] == first.run_id
+
+
+def test_materialized_again_for_the_champion_it_made_records_nothing(evaluated):
+    world = evaluated
+    first = world.materialize([Stage.REGISTERED_MODEL])
+    again = world.materialize([Stage.REGISTERED_MODEL])
+    assert again.success and not again.asset_materializations_for_node("demo__registered_model")
+    records = world.instance.fetch_materializations(world.pipeline.key(Stage.REGISTERED_MODEL), limit=10).records
+    assert [r.run_id for r in records] == [first.run_id]
+
+
+def test_an_operators_rollback_is_not_undone_by_materializing_the_promotion_again(tmp_path, instance):
+    """v1 -> v2, then an operator rolls back to v1. Materializing `registered_model` again (it
+    would use v2's old approving evaluation) is refused with the reason; evaluating v2 again
+    fails the gate's rolled-back rule. The champion stays v1 throughout, with one record each."""
+    from mlops_assets.signals import MODEL_VERSION, ROLLED_BACK_FROM
+    from mlops_assets.state import champion_of_record
+    from mlops_assets_tests.conftest import small_spec
+    from mlops_assets_tests.stages.harness import StageWorld
+
+    # The regression rules off: v2 only has to be promotable, whatever its small-data metrics.
+    gate = {**small_spec(tmp_path).gate.model_dump(mode="json"), "max_regression": None,
+            "max_regression_on_champion_holdout": None}
+    world = StageWorld(tmp_path, instance, gate=gate)
+    world.bootstrap(world.land(day=1))
+    day2 = world.land(day=2)
+    assert world.materialize([Stage.RAW_DATA, Stage.VALIDATED_FEATURES], day2).success
+    assert world.materialize([Stage.TRAINED_MODEL, Stage.EVALUATION_REPORT, Stage.REGISTERED_MODEL]).success
+    registry = world.resource("registry")
+    assert registry.champion("demo").version == "2"
+    rollback = world.defs.resolve_job_def(world.pipeline.job("rollback"))
+    config = {"ops": {f"{world.pipeline.name}_rollback_champion": {"config": {"reason": "incident 42"}}}}
+    assert rollback.execute_in_process(instance=world.instance, run_config=config).success
+    assert registry.champion("demo").version == "1"
+
+    again = world.materialize([Stage.REGISTERED_MODEL], raise_on_error=False)
+    assert not again.success
+    failure = failure_text(again)
+    assert "v2 was rolled back" in failure and "evaluate it again" in failure
+    reevaluated = world.materialize([Stage.EVALUATION_REPORT, Stage.REGISTERED_MODEL], raise_on_error=False)
+    assert not reevaluated.success
+    gate = world.metadata(Stage.EVALUATION_REPORT)
+    assert gate["approval"] == "rejected"
+    failed = {e.check_name: e.description for e in reevaluated.get_asset_check_evaluations() if not e.passed}
+    assert "not_a_rolled_back_training_set" in failed["gate"] and "v2, which was rolled back" in failed["gate"]
+    assert "blocking asset check failed" in failure_text(reevaluated)   # registered_model did not run
+
+    assert registry.champion("demo").version == "1" and champion_of_record(world.instance, world.pipeline) == "1"
+    records = world.instance.fetch_materializations(world.pipeline.key(Stage.REGISTERED_MODEL), limit=10,
+                                                    ascending=True).records
+    moves = [(r.asset_materialization.metadata.get(ROLLED_BACK_FROM), r.asset_materialization.metadata[MODEL_VERSION])
+             for r in records]
+    assert [(None if f is None else f.value, v.value) for f, v in moves] == [(None, "1"), (None, "2"), ("2", "1")]
