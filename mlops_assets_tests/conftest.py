@@ -89,6 +89,15 @@ def webhook():
 # a shared CI machine loads it. Tests must pass either way: no test asserts a duration, and
 # the daemon tests wait on progress, not on a fixed deadline.
 _HOGS: list = []
+# Busy, but it ends by itself once the session that started it is gone (a killed pytest never
+# reaches sessionfinish): it checks its parent every few milliseconds of spinning.
+_HOG_LOOP = """
+import os, sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    for _ in range(200_000):
+        pass
+"""
 
 
 # The test files that run for minutes (real daemons, SIGKILL drills, the 11-day loop), measured
@@ -115,9 +124,11 @@ def pytest_sessionstart(session):
     import subprocess
     import sys
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return      # the hogs belong to the controlling session, not to each parallel worker
     count = int(os.environ.get("MLOPS_TEST_CPU_HOG", "0") or 0)
     for _ in range(count):
-        _HOGS.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True,
+        _HOGS.append(subprocess.Popen([sys.executable, "-c", _HOG_LOOP, str(os.getpid())], start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
