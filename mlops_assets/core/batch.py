@@ -55,8 +55,9 @@ DEFAULT_CHUNK_ROWS = 32_768
 # Output row groups of ~128k rows: Parquet readers like row groups much larger than one
 # scoring chunk, and the writer only buffers one row group's worth of output columns.
 _OUTPUT_ROW_GROUP_ROWS = 131_072
-# Smaller chunks are scored in file order: sorting them costs about what it saves.
-_MIN_ORDERED_ROWS = 1024
+# Smaller chunks are scored in file order: the sort paid for itself from about 200 rows (1,024:
+# 18 % less CPU, 8,192: 30 %, demo model).
+_MIN_ORDERED_ROWS = 256
 
 
 class BatchInputError(ValueError):
