@@ -15,6 +15,7 @@ building a model class, while the errors can still name the field, the row and t
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,16 @@ class RequestRejected(Exception):
         if self.total_errors > len(self.errors):
             body["more_errors"] = self.total_errors - len(self.errors)
         return body
+
+
+def decode_json(body: bytes) -> Any:
+    """A request body as JSON; a 400 naming why when it is not (never a server error)."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:   # bad JSON, or bytes that are not UTF-8
+        raise RequestRejected(400, [FieldError("body", "json", f"not valid JSON: {exc}")]) from None
+    except RecursionError:      # "[[[[...": deeper than the parser goes
+        raise RequestRejected(400, [FieldError("body", "json", "not valid JSON: nested too deeply")]) from None
 
 
 def _describe(error: FieldError) -> str:
@@ -183,9 +194,9 @@ class RequestSchema:
                 errors.append(FieldError(rule.name, "finite", "must be a finite number", index))
                 return None
             if rule.low is not None and number < rule.low:
-                errors.append(FieldError(rule.name, "min", f"{value!r} is below the minimum {rule.low:g}", index))
+                errors.append(FieldError(rule.name, "min", f"{_shown(value)} is below the minimum {rule.low:g}", index))
             elif rule.high is not None and number > rule.high:
-                errors.append(FieldError(rule.name, "max", f"{value!r} is above the maximum {rule.high:g}", index))
+                errors.append(FieldError(rule.name, "max", f"{_shown(value)} is above the maximum {rule.high:g}", index))
             return number
         original, value = value, canonical_value(value) if type(value) is not str else value
         if value is None:
@@ -194,7 +205,7 @@ class RequestSchema:
             return None
         if rule.categories is not None and value not in rule.categories:
             errors.append(FieldError(rule.name, "categories",
-                                     f"{value!r} is not one of {sorted(rule.categories)}", index))
+                                     f"{_shown(value)} is not one of {sorted(rule.categories)}", index))
         return value
 
     def _check_id(self, value: Any, index: int | None, errors: list[FieldError]):
@@ -213,7 +224,7 @@ class RequestSchema:
             stamp = dt.datetime.fromisoformat(value)
         except (TypeError, ValueError):
             errors.append(FieldError(self.timestamp_column, "iso_datetime",
-                                     f"expected an ISO-8601 date-time string, got {value!r}", index))
+                                     f"expected an ISO-8601 date-time string, got {_shown(value)}", index))
             return None
         # A time without a zone is taken as UTC, as the pipeline reads string timestamps.
         return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
@@ -224,6 +235,13 @@ class RequestSchema:
         errors.append(FieldError(self.group_column, "type",
                                  f"expected a string or an integer, got {_json_type(value)}", index))
         return None
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in a message: a 1 MB string is shown by its start and length, so an error
+    answer stays small whatever the request held."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _json_type(value: Any) -> str:

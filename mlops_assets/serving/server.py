@@ -42,7 +42,12 @@ from mlops_assets.serving.metrics import CONTENT_TYPE, MetricsMiddleware, Servin
 from mlops_assets.serving.model_source import ChampionWatcher, ModelSource, RegistryModelSource
 from mlops_assets.serving.release import ShadowJob, ShadowScorer, score_by_arm, shadow_columns
 from mlops_assets.serving.request_log import RequestLog, RequestLogConfig
-from mlops_assets.serving.request_schema import FieldError, RequestRejected, RequestSchema
+from mlops_assets.serving.request_schema import (
+    FieldError,
+    RequestRejected,
+    RequestSchema,
+    decode_json,
+)
 from mlops_assets.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -97,11 +102,7 @@ def create_app(spec: PipelineSpec, model_source: ModelSource, *, request_log: Re
             release = None               # recorded against another champion: not this one's release
         try:
             body = await _read_body(request, max_body_bytes)
-            try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                raise RequestRejected(400, [FieldError("body", "json", f"not valid JSON: {exc}")]) from None
-            parsed = schema.parse(payload)
+            parsed = schema.parse(decode_json(body))
         except RequestRejected as exc:
             return rejected(exc)
         if release is None:

@@ -51,6 +51,8 @@ class EventParser:
             event = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             return None, [EventError("payload", "not valid JSON", str(exc)[:200])]
+        except RecursionError:    # deeper than the parser goes: dead-lettered, never a consumer crash loop
+            return None, [EventError("payload", "not valid JSON", "nested too deeply")]
         if not isinstance(event, dict):
             return None, [EventError("payload", "must be a JSON object", f"got {type(event).__name__}")]
         errors: list[EventError] = []
