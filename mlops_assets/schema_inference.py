@@ -299,7 +299,7 @@ def guess_timestamp(frame: pl.DataFrame, exclude: set[str], share: float) -> str
         s = frame[col]
         if col in exclude or col in RESERVED:
             continue
-        if s.dtype.is_temporal() or s.dtype == pl.String and _parses_as_datetime(s, share):
+        if isinstance(s.dtype, pl.Datetime) or s.dtype == pl.Date or s.dtype == pl.String and _parses_as_datetime(s, share):
             found.append(col)
     named = [c for c in found if TIME_NAME.search(c)]
     return (named or found or [None])[0]

@@ -40,10 +40,11 @@ def stable_unit_hash(ids: pl.Series, seed: int) -> np.ndarray:
     """Map ids to [0, 1) identically on every machine and library version.
 
     polars' own hash is documented as unstable across versions, so it cannot decide
-    which rows are holdout forever.
+    which rows are holdout forever. Integer ids are hashed by their low 64 bits: a UInt64 id
+    beyond the Int64 range, or an Int128 one (a CSV of 20-digit ids), wraps instead of failing.
     """
     if ids.dtype.is_integer():
-        raw = ids.cast(pl.Int64).to_numpy().astype(np.uint64)
+        raw = ids.cast(pl.Int64, wrap_numerical=True).to_numpy().astype(np.uint64)
         h = _splitmix64(raw ^ _splitmix64(np.full(raw.shape, seed, dtype=np.uint64)))
     else:
         salt = str(seed).encode()
@@ -100,10 +101,36 @@ def canonical_series(series: pl.Series) -> pl.Series:
 
 
 def parse_timestamps(series: pl.Series) -> pl.Series:
-    """A timestamp column as UTC datetimes; unparseable text becomes null (validation reports it)."""
-    if series.dtype != pl.String:
-        return series
-    return series.str.to_datetime(time_zone="UTC", strict=False)
+    """A timestamp column as UTC datetimes, whatever the file held: text is parsed (unparseable
+    text becomes null; validation reports it), a datetime in another zone is converted, one
+    without a zone is taken as UTC (as text without an offset is), a date is its midnight UTC.
+    One type for every partition, so they concatenate for training."""
+    dtype = series.dtype
+    if dtype == pl.String:
+        return _parse_text_timestamps(series)
+    if dtype in (pl.Date, pl.Null):
+        return series.cast(pl.Datetime("us", "UTC"))
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return series.dt.replace_time_zone("UTC")
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone != "UTC":
+        return series.dt.convert_time_zone("UTC")
+    return series
+
+
+def _parse_text_timestamps(series: pl.Series) -> pl.Series:
+    """polars reads a text column in one format, inferred from its first values, and raises when
+    they show none: the format is then that of the first value that parses, and the values
+    before it are unparseable (reported by validation, not a polars error)."""
+    with contextlib.suppress(pl.exceptions.ComputeError):
+        series.drop_nulls().head(1_000).str.to_datetime(time_zone="UTC", strict=False)   # fails fast
+        return series.str.to_datetime(time_zone="UTC", strict=False)
+    for value in series.drop_nulls().head(10_000).unique(maintain_order=True).head(50):
+        with contextlib.suppress(pl.exceptions.ComputeError):
+            if pl.Series([value]).str.to_datetime(time_zone="UTC", strict=False).is_null().any():
+                continue
+            led = pl.concat([pl.Series(series.name, [value]), series])
+            return led.str.to_datetime(time_zone="UTC", strict=False).slice(1)
+    return pl.Series(series.name, [None] * series.len(), dtype=pl.Datetime("us", "UTC"))
 
 
 def unparseable_timestamps(series: pl.Series) -> pl.Series:
@@ -113,10 +140,20 @@ def unparseable_timestamps(series: pl.Series) -> pl.Series:
     return series.filter(parse_timestamps(series).is_null() & series.is_not_null())
 
 
+def canonical_ids(ids: pl.Series) -> pl.Series:
+    """Integer ids as Int64 whatever their width (UInt64 and Int64 partitions would concatenate
+    as floats, which lose ids beyond 2**53); integers beyond Int64 (a CSV of 20-digit ids reads
+    as Int128, which Arrow cannot hold) as their text. Text ids are kept as they are."""
+    if not ids.dtype.is_integer() or ids.dtype == pl.Int64:
+        return ids
+    fits = ids.cast(pl.Int64, strict=False)
+    return fits if fits.null_count() == ids.null_count() else ids.cast(pl.String)
+
+
 def prepare_features(df: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
     """Canonical column order and types, plus the split column. Input must be validated."""
     schema = df.schema
-    cols: list[pl.Expr | pl.Series] = [pl.col(spec.id_column)]
+    cols: list[pl.Expr | pl.Series] = [canonical_ids(df[spec.id_column])]
     if spec.timestamp_column:
         ts = df[spec.timestamp_column]
         bad = unparseable_timestamps(ts)
@@ -259,7 +296,28 @@ def data_hash(df: pl.DataFrame) -> str:
 
 
 def _hashed_as_numbers(dtype: pl.DataType) -> bool:
+    # Decimals and 128-bit integers have no fixed-width numpy form (a Decimal column became an
+    # array of Python objects, whose bytes are addresses): they are hashed as their text.
+    if dtype.is_decimal() or dtype in _WIDE_INTEGERS:
+        return False
     return dtype.is_numeric() or dtype == pl.Boolean
+
+
+_WIDE_INTEGERS = tuple(t for t in (getattr(pl, "Int128", None), getattr(pl, "UInt128", None)) if t is not None)
+
+
+def _castable_to_text(col: pl.Series) -> pl.Series:
+    """`col` itself when polars can cast it to text (every type of a validated frame, so those
+    bytes never change); else each value's Python repr: lists, arrays, durations and binary
+    that is not UTF-8 arrive in raw files, and a raw file must hash, not crash."""
+    dtype = col.dtype
+    if not isinstance(dtype, (pl.List, pl.Array, pl.Duration, pl.Object, pl.Binary)):
+        return col
+    if dtype == pl.Binary:
+        with contextlib.suppress(pl.exceptions.PolarsError):
+            col.cast(pl.String)
+            return col
+    return pl.Series(col.name, [None if v is None else repr(v) for v in col.to_list()], dtype=pl.String)
 
 
 def _buffer(values: np.ndarray):
@@ -271,6 +329,7 @@ def _text_pieces(col: pl.Series) -> list[bytes]:
     """The column's values as text, nulls as "", joined by the separator, as UTF-8 in consecutive
     pieces: ``b"\x1f".join(pieces)`` is byte for byte
     ``"\x1f".join(col.cast(pl.String).fill_null("").to_list()).encode()`` (no piece for no rows)."""
+    col = _castable_to_text(col)
     fixed = _fixed_width_text(col)
     if fixed is not None:
         return [fixed]

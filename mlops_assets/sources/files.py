@@ -22,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mlops_assets.sources.csv_read import read_csv_bytes
 from mlops_assets.sources.keys import check_arrival_key
 
 QUARANTINE_DIR = "_quarantine"
@@ -217,7 +218,7 @@ def _parse(payload, kind: str, where: str) -> pl.DataFrame:
         if kind in ("parquet", "pq"):
             return pl.read_parquet(payload)
         if kind == "csv":
-            return pl.read_csv(payload, try_parse_dates=True, infer_schema_length=10_000)
+            return read_csv_bytes(payload.getvalue() if isinstance(payload, io.BytesIO) else Path(payload).read_bytes())
     except FileNotFoundError as exc:
         raise ArrivalReadError(f"arrival file {where} does not exist") from exc
     except Exception as exc:  # polars raises many types for corrupt input

@@ -12,6 +12,7 @@ once per distinct value).
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import hashlib
 
 import numpy as np
@@ -180,13 +181,18 @@ def test_inline_and_threaded_text_paths_agree(frames, monkeypatch):
         assert data_hash(frames[name]) == PINNED[name]
 
 
-def test_a_column_that_cannot_be_hashed_still_raises():
-    """A type polars cannot write as text fails as it always did, in either path."""
+def test_a_column_polars_cannot_write_as_text_hashes_as_its_values_repr():
+    """Raw files may hold durations, lists or binary that is not UTF-8, which polars cannot cast
+    to text (the reference raises): they hash as each value's repr, the same in either path and
+    for equal columns; decimals and 128-bit integers hash as their text, not as object pointers."""
     frame = pl.DataFrame({"x": [1, 2], "d": pl.Series([dt.timedelta(seconds=1), None])})
     with pytest.raises(pl.exceptions.PolarsError):
         reference_data_hash(frame)
-    with pytest.raises(pl.exceptions.PolarsError):
-        data_hash(frame)
+    assert data_hash(frame) == data_hash(frame.clone()) != data_hash(frame.with_columns(pl.col("d") * 2))
     big = pl.DataFrame({"d": pl.Series([dt.timedelta(seconds=i % 7) for i in range(LONG_ROWS)])})
-    with pytest.raises(pl.exceptions.PolarsError):
-        data_hash(big)
+    assert data_hash(big) == data_hash(big.clone())
+    odd = pl.DataFrame({"l": [[1.0], None], "b": pl.Series([b"\xff", b"a"]),
+                        "dec": pl.Series([decimal.Decimal("1.50"), None]),
+                        "i128": pl.Series([2**100, None], dtype=pl.Int128)})
+    assert data_hash(odd) == data_hash(pl.DataFrame({c: odd[c].to_list() for c in ("l", "b")}).with_columns(
+        dec=pl.Series([decimal.Decimal("1.50"), None]), i128=pl.Series([2**100, None], dtype=pl.Int128)))
