@@ -22,7 +22,7 @@ measured on the same batches.
 
 Where a detection goal (0.95) is out of reach, the power bound is reported: an oracle that knows
 which feature moved and how, testing only it with a two-sample t-test (numeric shift) or a
-two-proportion z-test (category share), at ``alpha`` and at the per-test level the weighted Holm
+two-proportion z-test (category share), at ``alpha`` and at the per-test level the Holm
 correction gives a key feature.
 
 Run: ``python benchmarks/drift_calibration.py [--splits 200]``. The last line is JSON.
@@ -263,9 +263,8 @@ def run_dataset(ds: Dataset, splits: int, alpha: float, min_novel_mass: float) -
             mp = build_profile(mixed, ds.kinds, prediction_column=PREDICTION, threads=1)
             cp = build_profile(with_score(batch, ds.model), reference=mp, threads=1)
             mixture_fired[w] += drift_signal(compare_profiles(mp, cp), policy).triggered
-    key_level = alpha * policy.key_weight / (
-        policy.key_weight * (len(keys) + 1) + len(ds.kinds) - len(keys)
-    )
+    # The first Holm step of the single-shift family (key features and the prediction).
+    key_level = alpha * (1 - policy.share_rule_fraction) / (len(keys) + 1)
     bounds = {
         "top_feature_0.5sd": [t_test_power(0.5, ds.n_reference, ds.n_current, a)
                               for a in (alpha, key_level)],

@@ -361,7 +361,7 @@ class DriftSpec(_Strict):
         True, description="A significant, material shift of the champion's predictions triggers a retrain."
     )
     signal_alpha: float = Field(
-        0.05, gt=0, lt=1, description="Family-wise false-alarm rate of the retrain signal (weighted Holm over all tests)."
+        0.05, gt=0, lt=1, description="False-alarm rate of the retrain signal per batch, bounded under any dependence."
     )
     min_wasserstein: float = Field(
         0.1, ge=0, description="Numeric materiality floor: Wasserstein distance / reference std."
@@ -369,8 +369,9 @@ class DriftSpec(_Strict):
     min_category_share_change: float = Field(
         0.05, ge=0, le=1, description="Categorical materiality floor: largest change of one category's share."
     )
-    key_weight: float = Field(
-        4.0, ge=1, description="Holm weight of key features and the prediction (other features: 1)."
+    share_rule_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Part of signal_alpha spent on the share rule (many features shifting "
+        "together); the rest goes to key features and the prediction (Holm)."
     )
     min_novel_mass: float = Field(
         0.02, ge=0, le=1,

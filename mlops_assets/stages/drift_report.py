@@ -301,7 +301,7 @@ def drift_table(result, columns: tuple[str, ...] = DRIFT_COLUMNS) -> dg.TableMet
     return table(rows, [c for c in columns if not rows or c in rows[0]])
 
 
-SIGNAL_COLUMNS = ("name", "role", "kind", "drifted", "test", "pvalue", "adjusted_pvalue", "weight", "effect_name",
+SIGNAL_COLUMNS = ("name", "role", "kind", "drifted", "test", "pvalue", "adjusted_pvalue", "family", "effect_name",
                   "effect", "floor", "novel_mass", "novelty_floor", "novel_region", "significant", "material",
                   "category", "share_reference", "share_current", "note")
 

@@ -87,16 +87,81 @@ def test_heavy_ties_are_tested_with_a_binned_chisquare():
     assert f.test_pvalue == pytest.approx(expected.pvalue, rel=1e-9)
 
 
-def test_categorical_test_is_two_sample_pools_rare_values_and_counts_unseen_ones():
+def _max_share_z(r, c):
+    """The statistic by hand: the largest |two-proportion z| of one category against the rest."""
+    r, c = np.asarray(r, float), np.asarray(c, float)
+    n1, n2 = r.sum(), c.sum()
+    pooled = (r + c) / (n1 + n2)
+    z = (c / n2 - r / n1) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(np.abs(z).max())
+
+
+def test_categorical_test_is_two_sample_and_counts_unseen_values_as_their_own_column():
     ref = pl.DataFrame({"k": ["a"] * 50 + ["b"] * 40 + ["c"] * 7 + ["d"] * 3})
     cur = pl.DataFrame({"k": ["a"] * 60 + ["b"] * 50 + ["c"] * 10 + ["new"] * 40})
     f = compare(ref, cur, {"k": "categorical"}, None).features[0]
-    # pooled counts c 17, d 3, new 40; the floor is 5 * 260 / 100 = 13: d joins c, new stays
-    expected = stats.chi2_contingency([[50, 40, 0, 10], [60, 50, 40, 10]], correction=False)
-    assert f.test == "chi2_contingency" and "2 rare values pooled" in f.test_note
-    assert f.test_pvalue == pytest.approx(expected.pvalue, rel=1e-9)
+    assert f.test == "max_share_z" and "20,000 draws" in f.test_note
+    assert f.test_statistic == pytest.approx(_max_share_z([50, 40, 7, 3, 0], [60, 50, 10, 0, 40]))
+    assert f.test_pvalue == pytest.approx(1 / 20_001)  # no draw of the margins comes close
     assert f.share_change_category == "(unseen values)"
     assert f.share_reference == 0.0 and f.share_current == pytest.approx(0.25)
+    again = compare(ref, cur, {"k": "categorical"}, None).features[0]
+    assert again.test_pvalue == f.test_pvalue  # a fixed seed: the same counts, the same p
+
+
+def test_categorical_pvalue_is_the_exact_conditional_one_with_two_categories():
+    # With two categories the statistic is |z| of one 2 x 2 table, and the exact conditional
+    # p-value is a hypergeometric tail: the Monte Carlo estimate must agree within its error.
+    ref = pl.DataFrame({"k": ["x"] * 30 + ["y"] * 90})
+    cur = pl.DataFrame({"k": ["x"] * 58 + ["y"] * 102})
+    f = compare(ref, cur, {"k": "categorical"}, None).features[0]
+    observed = _max_share_z([30, 90], [58, 102])
+    counts = np.arange(0, 89)  # current count of x; the pooled x total is 88
+    z = np.array([_max_share_z([88 - k, 120 - 88 + k], [k, 160 - k]) for k in counts])
+    exact = stats.hypergeom(280, 88, 160).pmf(counts)[z >= observed * (1 - 1e-12)].sum()
+    assert 0.005 < exact < 0.2  # a p-value the test has to resolve, not an extreme one
+    assert f.test_pvalue == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 20_000))
+
+
+def test_categorical_test_holds_its_level_at_small_n_with_rare_categories():
+    # 400 i.i.d. pairs at 60 vs 80 rows with two categories of 2-3 % (expected counts below 5):
+    # the rate of p < 0.05 must not exceed 0.05 by more than sampling error (3 sd: 0.033).
+    from mlops_assets.core.drift import calibrated
+    from mlops_assets.core.drift.profile import CategoricalProfile
+
+    rng = np.random.default_rng(11)
+    shares, names = [0.5, 0.3, 0.15, 0.03, 0.02], ["a", "b", "c", "d", "e"]
+    rejected = 0
+    for _ in range(400):
+        r = np.bincount(rng.choice(5, 60, p=shares), minlength=5)
+        c = np.bincount(rng.choice(5, 80, p=shares), minlength=5)
+        ref = CategoricalProfile(n_rows=60, n_missing=0, categories=names, counts=r)
+        cur = CategoricalProfile(n_rows=80, n_missing=0, categories=names, counts=c)
+        rejected += calibrated.categorical_test(ref, cur).pvalue < 0.05
+    assert rejected / 400 <= 0.05 + 0.033
+
+
+def test_categorical_test_detects_one_share_doubling_better_than_chi_square():
+    # The shift the signal is for: one category's share doubles (22 % -> 44 %, the others shrink
+    # in proportion) at 120 vs 160 rows, tested at the level a key feature gets (0.045 / 3).
+    # Expected over 200 draws: about 166 against 144.
+    from mlops_assets.core.drift import calibrated
+    from mlops_assets.core.drift.profile import CategoricalProfile
+
+    rng = np.random.default_rng(3)
+    base = np.array([0.3, 0.22, 0.18, 0.15, 0.1, 0.05])
+    doubled = base * (1 - 0.44) / (1 - 0.22)
+    doubled[1] = 0.44
+    names = list("abcdef")
+    ours = chi2 = 0
+    for _ in range(200):
+        r = np.bincount(rng.choice(6, 120, p=base), minlength=6)
+        c = np.bincount(rng.choice(6, 160, p=doubled), minlength=6)
+        ref = CategoricalProfile(n_rows=120, n_missing=0, categories=names, counts=r)
+        cur = CategoricalProfile(n_rows=160, n_missing=0, categories=names, counts=c)
+        ours += calibrated.categorical_test(ref, cur).pvalue < 0.015
+        chi2 += stats.chi2_contingency(np.vstack((r, c)), correction=False).pvalue < 0.015
+    assert ours > chi2 + 10
 
 
 def test_weighted_holm_is_plain_holm_with_equal_weights_and_favours_heavy_weights():
@@ -155,6 +220,26 @@ def test_prediction_rule_fires_alone_and_can_be_switched_off():
     assert on.reasons[0].startswith("prediction 'score' shifted: normalised Wasserstein")
     assert not off.triggered and off.prediction_drifted is None
     assert off.family_size == on.family_size - 1 == len(KINDS)
+
+
+def test_alpha_is_split_between_single_shifts_holm_and_the_share_rule_by_hand():
+    result = compare(frame(300, 52), frame(300, 53, shift=("a",)))
+    signal = drift_signal(result, DriftSignalPolicy(key_features=("top", "colour")))
+    tests = {t.name: t for t in signal.tests}
+    single = ["top", "colour", "score"]
+    holm = weighted_holm(np.array([tests[n].pvalue for n in single]), np.ones(3))
+    for name, value in zip(single, holm):  # Holm at 0.9 alpha: scaled by 1 / 0.9
+        assert tests[name].family == "single shift"
+        assert tests[name].adjusted_pvalue == pytest.approx(min(1.0, value / 0.9))
+    # the share rule: 3 of 5 features needed, 3 others tested, each at 0.1 * alpha * 3 / 3
+    for name in ("a", "b", "c"):
+        assert tests[name].family == "share"
+        assert tests[name].adjusted_pvalue == pytest.approx(min(1.0, tests[name].pvalue / 0.1))
+    assert tests["a"].significant and not signal.triggered  # one feature: no share, no key
+    only_share = drift_signal(result, DriftSignalPolicy(prediction_counts=False))
+    assert all(t.family == "share" for t in only_share.tests)  # no single-shift family:
+    a = next(t for t in only_share.tests if t.name == "a")  # the share rule gets all of alpha
+    assert a.adjusted_pvalue == pytest.approx(min(1.0, a.pvalue * 5 / 3))
 
 
 def test_share_rule_needs_the_share_of_shifted_features():
@@ -223,8 +308,8 @@ def test_default_key_features_edge_cases():
 def test_policy_rejects_bad_values_naming_the_field():
     with pytest.raises(DriftInputError, match=r"DriftSignalPolicy\.alpha must be within \(0, 1\)"):
         DriftSignalPolicy(alpha=0.0)
-    with pytest.raises(DriftInputError, match="key_weight must be >= 1"):
-        DriftSignalPolicy(key_weight=0.5)
+    with pytest.raises(DriftInputError, match=r"share_rule_fraction must be within \(0, 1\)"):
+        DriftSignalPolicy(share_rule_fraction=1.0)
     with pytest.raises(DriftInputError, match=r"duplicate names \['x'\]"):
         DriftSignalPolicy(key_features=["x", "x"])
     assert DriftSignalPolicy(key_features=["top"]).key_features == ("top",)  # lists accepted
@@ -248,8 +333,8 @@ def test_policy_from_spec_uses_the_champions_top_features_when_none_are_listed()
 def test_spec_fields_are_validated():
     with pytest.raises(ValueError, match="signal_alpha"):
         DriftSpec(signal_alpha=1.5)
-    with pytest.raises(ValueError, match="key_weight"):
-        DriftSpec(key_weight=0.5)
+    with pytest.raises(ValueError, match="share_rule_fraction"):
+        DriftSpec(share_rule_fraction=0)
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class DriftConfig:
     small_reference_rows: int = 1000
     # The calibrated two-sample tests (see calibrated.py) behind the retrain signal.
     test_min_rows: int = calibrated.DEFAULT_MIN_ROWS
-    test_min_expected: float = calibrated.DEFAULT_MIN_EXPECTED
+    test_min_expected: float = calibrated.DEFAULT_MIN_EXPECTED  # bins of the tie-safe chi-square
     # Novel mass (novelty.py): the batch's share beyond novelty_ratio x the reference's density.
     novelty_ratio: float = novelty.DEFAULT_RATIO
     novelty_bins: int = novelty.DEFAULT_BINS
@@ -267,7 +267,7 @@ def compare_column(
             raise DriftInputError(
                 f"column {name!r}: current counts are not on the reference categories"
             )
-        values.update(calibrated.categorical_test(ref, cur, **_test_sizes(config)).fields())
+        values.update(calibrated.categorical_test(ref, cur, min_rows=config.test_min_rows).fields())
         values.update(novelty.fields(novelty.categorical_novelty(ref, cur, config.novelty_ratio)))
         moved = calibrated.largest_share_change(ref, cur)
         if moved is not None:

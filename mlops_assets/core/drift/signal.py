@@ -8,14 +8,22 @@ the Evidently-compatible ``drifted`` verdicts are not used. A signal fires when
 (b) the prediction column did the same (when ``prediction_counts``);
 (c) the share of features that shifted (same two conditions) reaches ``share_threshold``.
 
-Every test that can fire (every feature, and the prediction when it counts) is in one family,
-corrected with **weighted Holm**. Holm rather than Benjamini-Hochberg: the alarm is one yes/no
-decision, so the error that costs (a needless retrain) is a family-wise error, and Holm bounds
-it under any dependence, whereas BH needs positive dependence, which two-sided tests of
-correlated features, and of a prediction computed from those features, do not guarantee. With one
-shifted column (the common case) both would need the same ``p <= alpha * w / W``. The weights
-(``key_weight`` for key features and the prediction, 1 for the others) spend most of ``alpha``
-where a single shift can fire; the others can only fire together, through (c).
+The false-alarm budget ``alpha`` is split between the two ways a signal can fire, and the union
+bound keeps the whole signal's false-alarm rate at or below ``alpha`` under any dependence:
+
+* **single shifts** (a) and (b): the key features and the prediction form one family, corrected
+  with **Holm** at ``(1 - share_rule_fraction) * alpha``. Holm rather than Benjamini-Hochberg:
+  the alarm is one yes/no decision, so the error that costs (a needless retrain) is a family-wise
+  error, and Holm bounds it under any dependence, whereas BH needs positive dependence, which
+  two-sided tests of correlated features, and of a prediction computed from them, do not
+  guarantee.
+* **broad shifts** (c): it fires only when at least ``k = ceil(share_threshold * m)`` of the ``m``
+  features shift, and when no key feature did, that many of the other ``m'`` features did. Each
+  is tested at ``share_rule_fraction * alpha * k / m'``; by Markov's inequality the chance that
+  ``k`` of them pass by accident is at most ``share_rule_fraction * alpha``. At the default share
+  (0.5) that level is about a twentieth of ``alpha``, far above what Holm over every feature
+  would leave each of them (``alpha / (m + ...)``), and it costs the key features a tenth of
+  ``alpha`` instead of the half or more that an even family of every column took.
 
 A column is **material** when both effects reach their floors:
 
@@ -62,7 +70,7 @@ class DriftSignalPolicy:
     min_wasserstein: float = 0.1  # numeric floor: W1 / std of the reference
     min_share_change: float = 0.05  # categorical floor: largest change of one category's share
     share_threshold: float = 0.5
-    key_weight: float = 4.0  # Holm weight of key features and the prediction (others: 1)
+    share_rule_fraction: float = 0.1  # part of alpha spent on rule (c); the rest on (a) and (b)
     min_novel_mass: float = 0.02  # floor of both kinds: batch share beyond 1.5 x reference density
 
     def __post_init__(self) -> None:
@@ -72,7 +80,7 @@ class DriftSignalPolicy:
             "min_wasserstein": self.min_wasserstein >= 0,
             "min_share_change": 0 <= self.min_share_change <= 1,
             "share_threshold": 0 < self.share_threshold <= 1,
-            "key_weight": self.key_weight >= 1,
+            "share_rule_fraction": 0 < self.share_rule_fraction < 1,
             "min_novel_mass": 0 <= self.min_novel_mass <= 1,
         }
         limits = {
@@ -80,7 +88,7 @@ class DriftSignalPolicy:
             "min_wasserstein": ">= 0",
             "min_share_change": "within [0, 1]",
             "share_threshold": "within (0, 1]",
-            "key_weight": ">= 1",
+            "share_rule_fraction": "within (0, 1)",
             "min_novel_mass": "within [0, 1]",
         }
         for name, ok in rules.items():
@@ -102,8 +110,8 @@ class SignalTest:
     kind: str
     test: str
     pvalue: float | None
-    adjusted_pvalue: float | None
-    weight: float
+    adjusted_pvalue: float | None  # compared with the policy's alpha
+    family: str  # "single shift": Holm over key features and prediction; "share": rule (c)
     effect_name: str  # "normalised Wasserstein" or "largest category share change"
     effect: float | None
     floor: float
@@ -245,7 +253,7 @@ def policy_from_spec(
         min_wasserstein=drift.min_wasserstein,
         min_share_change=drift.min_category_share_change,
         share_threshold=drift.share_threshold,
-        key_weight=drift.key_weight,
+        share_rule_fraction=drift.share_rule_fraction,
         min_novel_mass=drift.min_novel_mass,
     )
 
@@ -258,7 +266,7 @@ def _candidate(f: FeatureDrift, role: Role, policy: DriftSignalPolicy) -> dict[s
         "kind": f.kind,
         "test": f.test,
         "pvalue": f.test_pvalue,
-        "weight": 1.0 if role == "feature" else policy.key_weight,
+        "family": "share" if role == "feature" else "single shift",
         "effect_name": "normalised Wasserstein" if numeric else "largest category share change",
         "effect": f.wasserstein_norm if numeric else f.share_change,
         "floor": policy.min_wasserstein if numeric else policy.min_share_change,
@@ -274,19 +282,39 @@ def _candidate(f: FeatureDrift, role: Role, policy: DriftSignalPolicy) -> dict[s
     }
 
 
+def adjusted_pvalues(
+    rows: list[dict[str, Any]], n_features: int, policy: DriftSignalPolicy
+) -> list[float | None]:
+    """Each tested row's p-value adjusted so that ``< alpha`` is its rule's level (see the module
+    docstring): Holm scaled by the single-shift part of ``alpha`` for key features and the
+    prediction, the Markov level of rule (c) for the other features."""
+    tested = [i for i, row in enumerate(rows) if row["pvalue"] is not None]
+    single = [i for i in tested if rows[i]["family"] == "single shift"]
+    broad = [i for i in tested if rows[i]["family"] == "share"]
+    # A rule with nothing to test hands its part of alpha to the other.
+    share_part = 0.0 if not broad else 1.0 if not single else policy.share_rule_fraction
+    adjusted: list[float | None] = [None] * len(rows)
+    if single:
+        holm = weighted_holm(
+            np.array([rows[i]["pvalue"] for i in single]), np.ones(len(single))
+        )
+        for i, value in zip(single, holm, strict=True):
+            adjusted[i] = min(1.0, float(value) / (1.0 - share_part))
+    if broad:
+        needed = max(1, math.ceil(policy.share_threshold * n_features - 1e-9))
+        scale = len(broad) / (share_part * needed)
+        for i in broad:
+            adjusted[i] = min(1.0, float(rows[i]["pvalue"]) * scale)
+    return adjusted
+
+
 def _tests(result: DriftResult, policy: DriftSignalPolicy) -> list[SignalTest]:
     keys = set(policy.key_features)
     rows = [_candidate(f, "key" if f.name in keys else "feature", policy) for f in result.features]
     if policy.prediction_counts and result.prediction is not None:
         rows.append(_candidate(result.prediction, "prediction", policy))
-    tested = [i for i, row in enumerate(rows) if row["pvalue"] is not None]
-    adjusted = weighted_holm(
-        np.array([rows[i]["pvalue"] for i in tested]),
-        np.array([rows[i]["weight"] for i in tested]),
-    )
     out = []
-    for i, row in enumerate(rows):
-        adj = float(adjusted[tested.index(i)]) if i in tested else None
+    for row, adj in zip(rows, adjusted_pvalues(rows, len(result.features), policy), strict=True):
         test = SignalTest(
             **row,
             adjusted_pvalue=adj,

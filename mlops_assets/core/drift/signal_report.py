@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 TEST_LABELS = {
     "cramervonmises": "Cramér-von Mises",
     "chi2_binned": "chi-square on binned values",
-    "chi2_contingency": "chi-square of homogeneity",
+    "max_share_z": "largest standardised share change, exact conditional",
 }
 CVM_PRECISION = 1e-7  # scipy's limiting CDF is summed to about this absolute accuracy
 
@@ -150,8 +150,8 @@ def signal_to_markdown(signal: DriftSignal) -> str:
     headline = (
         f"**Retrain signal: {status}.** {len(signal.drifted_features)} features shifted "
         f"significantly and materially (share {signal.drift_share:.2f}, threshold "
-        f"{signal.share_threshold:g}); weighted Holm over {signal.family_size} tests at "
-        f"alpha {signal.alpha:g}."
+        f"{signal.share_threshold:g}); {signal.family_size} tests, false-alarm budget "
+        f"alpha {signal.alpha:g} (Holm over key features and prediction, the rest for the share rule)."
     )
     lines = [
         headline,
