@@ -6,8 +6,9 @@ quoted names and fields. Adjusted: a line with no value (a blank line, or only c
 polars reads as a row of nulls, is skipped; a column whose type the first rows suggested and a
 later row breaks (a text id after 10,000 numbers) is read with every row deciding its type, as
 the same file with that row first would be. Refused, naming the line or byte: text that is not
-UTF-8 (latin-1, UTF-16), a line with more fields than the header, and a header that is one
-column holding `;`, tabs or `|` (a file with another separator).
+UTF-8 (latin-1, UTF-16), a line with more or fewer fields than the header (polars pads a short
+line with nulls: a file cut off mid-line, or a value lost, would pass as missing values), and a
+header that is one column holding `;`, tabs or `|` (a file with another separator).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def read_csv_bytes(data: bytes, *, n_rows: int | None = None) -> pl.DataFrame:
     except pl.exceptions.PolarsError as exc:
         raise CsvUnreadable(_explain(data, exc)) from exc
     _refuse_other_separator(frame)
+    _refuse_short_lines(data, frame, n_rows)
     return _without_empty_rows(frame)
 
 
@@ -97,6 +99,22 @@ def _first_long_line(data: bytes) -> str | None:
             return (f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}; every line "
                     "must have one field per header column (quote a value that holds a comma)")
     return None
+
+
+def _refuse_short_lines(data: bytes, frame: pl.DataFrame, n_rows: int | None) -> None:
+    """A line with fewer fields than the header, found by Python's csv reader. Only a file whose
+    last column holds nulls can have one (polars pads the missing fields at the end), so the
+    common file costs a null count."""
+    if frame.width < 2 or frame.height == 0 or frame.get_column(frame.columns[-1]).null_count() == 0:
+        return
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace").lstrip("\ufeff"), newline=""))
+    width = len(next(reader, []))
+    for index, row in enumerate(reader):
+        if n_rows is not None and index >= n_rows:
+            return
+        if 0 < len(row) < width:    # an empty list is a blank line: skipped like polars' null row
+            raise CsvUnreadable(f"line {reader.line_num} has {len(row)} fields, the header has {width}; every "
+                                "line must have one field per header column (a file cut off, or a value lost?)")
 
 
 def _refuse_other_separator(frame: pl.DataFrame) -> None:

@@ -151,6 +151,12 @@ CASES = [
          "not UTF-8 text: it starts with a UTF-16/UTF-32 byte-order mark"),
     Case("a_line_with_too_many_fields", "csv", lambda: lines(csv(), lambda p: p.__setitem__(6, p[6] + b",x,y")),
          "quarantined", "line 7 has 20 fields, the header has 18"),
+    Case("a_line_with_too_few_fields", "csv", lambda: lines(csv(), lambda p: p.__setitem__(6, p[6].rsplit(
+        b",", 2)[0])), "quarantined", "line 7 has 16 fields, the header has 18"),
+    Case("cut_off_mid_line", "csv", lambda: csv()[: csv().rindex(b",", 0, len(csv()) - 40)], "quarantined",
+         "fields, the header has 18; every line must have one field per header column (a file cut off"),
+    Case("an_empty_last_field_is_a_missing_label", "csv", lambda: lines(csv(), lambda p: p.__setitem__(
+        5, p[5].rsplit(b",", 1)[0] + b",")), "rejected", "column 'defaulted': null labels (1 rows", "target"),
     Case("a_quote_never_closed", "csv", lambda: lines(csv(), lambda p: p.__setitem__(6, p[6].replace(
         b",", b',"', 1))), "quarantined", "line 7: a quoted field is never closed"),
     Case("thousands_separators", "csv", lambda: csv(col("income", pl.col("income").map_elements(
